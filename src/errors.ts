@@ -1,0 +1,53 @@
+/**
+ * Every error Berth raises on purpose. The `code` is stable (scripts and
+ * docs/errors.md depend on it); the message is for people.
+ */
+export const ErrorCodes = {
+  BERTH_ERR_MANIFEST_NOT_FOUND: { status: 400, retryable: false, summary: 'The manifest file does not exist or cannot be read.' },
+  BERTH_ERR_MANIFEST_SYNTAX: { status: 400, retryable: false, summary: 'The manifest is not valid YAML.' },
+  BERTH_ERR_MANIFEST_INVALID: { status: 400, retryable: false, summary: 'The manifest is valid YAML but breaks the schema; every problem is listed with file:line and path.' },
+  BERTH_ERR_STORE_CORRUPT: { status: 500, retryable: false, summary: 'The embedded store file in the data dir cannot be parsed.' },
+  BERTH_ERR_STORE_CLOSED: { status: 503, retryable: false, summary: 'An operation was attempted on a store that was closed.' },
+  BERTH_ERR_NODE_RUNNING: { status: 409, retryable: false, summary: 'Another Berth node already owns this data dir.' },
+  BERTH_ERR_LISTEN: { status: 500, retryable: false, summary: 'A listener could not bind its address (in use, or not permitted).' },
+  BERTH_ERR_SPAWN: { status: 500, retryable: true, summary: 'An instance process could not be started (command not found, cwd missing, not permitted).' },
+  BERTH_ERR_NO_PORT: { status: 500, retryable: true, summary: 'No free port could be found for an instance.' },
+  BERTH_ERR_NOT_FOUND: { status: 404, retryable: false, summary: 'The admin API has no such resource (service, instance, route).' },
+  BERTH_ERR_BAD_REQUEST: { status: 400, retryable: false, summary: 'The admin API request is malformed; `details` lists each problem.' },
+  BERTH_ERR_NODE_UNREACHABLE: { status: 503, retryable: true, summary: 'The CLI could not reach a node\'s admin API (no node running at that address).' },
+  BERTH_ERR_INTERNAL: { status: 500, retryable: false, summary: 'A bug in Berth; the log has the stack trace, the response never does.' },
+} as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export interface ErrorDetail {
+  /** Where: `file:line`, a YAML path, or a request field. */
+  where?: string;
+  message: string;
+}
+
+export class BerthError extends Error {
+  override name = 'BerthError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryable: boolean;
+  readonly details: readonly ErrorDetail[];
+
+  constructor(code: ErrorCode, message: string, options: { details?: readonly ErrorDetail[]; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = ErrorCodes[code].status;
+    this.retryable = ErrorCodes[code].retryable;
+    this.details = options.details ?? [];
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: readonly ErrorDetail[] } {
+    return this.details.length > 0
+      ? { code: this.code, message: this.message, details: this.details }
+      : { code: this.code, message: this.message };
+  }
+}
+
+export function isBerthError(err: unknown, code?: ErrorCode): err is BerthError {
+  return err instanceof BerthError && (code === undefined || err.code === code);
+}
