@@ -1,0 +1,202 @@
+/**
+ * Rules that relate two or more fields. They run over the raw document, apart
+ * from the schema, so that they report even when unrelated parts of the
+ * manifest are wrong; each rule looks only at values that are well-formed and
+ * stays silent about the rest (the schema already reports those).
+ */
+import { formatDuration, parseDuration } from '../duration.js';
+import { CommandLineError, parseCommandLine } from './command-line.js';
+import { describeValue, isPlainMap, type ManifestIssue, type ManifestPath } from './issues.js';
+import { formatListen, listenersClash, parseListen } from './listen.js';
+import { NAME } from './schema.js';
+import { compareSemver, isSemver } from './semver.js';
+import type { ListenSpec } from './types.js';
+
+export const DEFAULT_GATEWAY: ListenSpec = { host: '127.0.0.1', port: 8080 };
+export const DEFAULT_ADMIN: ListenSpec = { host: '127.0.0.1', port: 8081 };
+export const DEFAULT_INTERVAL_MS = 5000;
+export const DEFAULT_TIMEOUT_MS = 2000;
+export const DEFAULT_BACKOFF_MS = 100;
+export const DEFAULT_MAX_BACKOFF_MS = 15_000;
+
+const CHECK_KINDS = ['http', 'tcp', 'command'] as const;
+const HTTP_ONLY = ['method', 'headers', 'port'] as const;
+
+export function checkRules(data: Record<string, unknown>): ManifestIssue[] {
+  const issues: ManifestIssue[] = [];
+  const report = (path: ManifestPath, message: string): void => {
+    issues.push({ path, message });
+  };
+
+  const gateway = listenerOf(data, 'gateway', DEFAULT_GATEWAY);
+  const admin = listenerOf(data, 'admin', DEFAULT_ADMIN);
+  if (gateway !== undefined && admin !== undefined && listenersClash(gateway, admin)) {
+    report(['admin', 'listen'], `admin listens on ${formatListen(admin)}, the same address as the gateway (${formatListen(gateway)}); give them different ports`);
+  }
+
+  const groups = data.groups;
+  if (!isPlainMap(groups)) return issues;
+
+  const prefixes = new Map<string, string>();
+  const hosts = new Map<string, string>();
+  const ports = new Map<number, string>();
+  const services = new Map<string, string>();
+
+  for (const [groupName, group] of Object.entries(groups)) {
+    if (!isPlainMap(group)) continue;
+    const at: ManifestPath = ['groups', groupName];
+    const endpoint = group.endpoint;
+
+    // One group, one endpoint: the router must know, from a request alone, which group it is for.
+    let prefix: string | undefined;
+    let host: string | undefined;
+    let port: number | undefined;
+    let where: ManifestPath = [...at, 'endpoint'];
+    if (endpoint === undefined) {
+      prefix = `/${groupName}`;
+    } else if (typeof endpoint === 'string') {
+      if (endpoint.startsWith('/')) prefix = endpoint;
+    } else if (isPlainMap(endpoint)) {
+      const kinds = (['path', 'host', 'port'] as const).filter((k) => endpoint[k] !== undefined);
+      if (kinds.length === 0) {
+        report(where, 'expected one of path, host or port, got a map with none of them');
+      } else if (kinds.length > 1) {
+        report([...where, kinds[1] as string], `only one of path, host or port may be set, found ${kinds.join(' and ')}`);
+      } else if (typeof endpoint.path === 'string' && endpoint.path.startsWith('/')) {
+        prefix = endpoint.path;
+        where = [...where, 'path'];
+      } else if (typeof endpoint.host === 'string') {
+        host = endpoint.host.toLowerCase();
+        where = [...where, 'host'];
+      } else if (typeof endpoint.port === 'number' && Number.isInteger(endpoint.port) && endpoint.port > 0 && endpoint.port <= 65535) {
+        port = endpoint.port;
+        where = [...where, 'port'];
+      }
+    }
+    if (prefix !== undefined) {
+      const key = prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix;
+      const owner = prefixes.get(key);
+      const shown = endpoint === undefined ? `path prefix "${key}" (the default for group "${groupName}")` : `path prefix "${key}"`;
+      if (owner !== undefined) report(where, `${shown} is already the endpoint of group "${owner}"; each group needs its own`);
+      else prefixes.set(key, groupName);
+    }
+    if (host !== undefined) {
+      const owner = hosts.get(host);
+      if (owner !== undefined) report(where, `host "${host}" is already the endpoint of group "${owner}"; each group needs its own`);
+      else hosts.set(host, groupName);
+    }
+    if (port !== undefined) {
+      const owner = ports.get(port);
+      if (owner !== undefined) report(where, `port ${port} is already the endpoint of group "${owner}"; each group needs its own`);
+      else if (gateway !== undefined && port === gateway.port) report(where, `port ${port} is the gateway's own port (gateway.listen); pick another`);
+      else if (admin !== undefined && port === admin.port) report(where, `port ${port} is the admin API's port (admin.listen); pick another`);
+      else ports.set(port, groupName);
+    }
+
+    if (!isPlainMap(group.services)) continue;
+    for (const [serviceName, service] of Object.entries(group.services)) {
+      const servicePath: ManifestPath = [...at, 'services', serviceName];
+      if (NAME.test(serviceName)) {
+        // The admin API and the CLI address a service by its name alone.
+        const owner = services.get(serviceName);
+        if (owner !== undefined) report(servicePath, `service name "${serviceName}" is already used in group "${owner}"; service names must be unique across groups`);
+        else services.set(serviceName, groupName);
+      }
+      if (isPlainMap(service)) checkService(service, servicePath, report);
+    }
+  }
+  return issues;
+}
+
+type Report = (path: ManifestPath, message: string) => void;
+
+function checkService(service: Record<string, unknown>, at: ManifestPath, report: Report): void {
+  const versions = service.versions;
+  if (service.version !== undefined && versions !== undefined) {
+    report([...at, 'version'], '"version" and "versions" cannot both be set: use version for a single version, or versions for several');
+  }
+
+  if (isSemver(service.stable)) {
+    const known = isPlainMap(versions) ? Object.keys(versions) : versions === undefined && (service.version === undefined || isSemver(service.version)) ? [service.version ?? '0.0.0'] : undefined;
+    if (known !== undefined && !known.includes(service.stable)) {
+      const listed = known.filter(isSemver).sort(compareSemver);
+      report([...at, 'stable'], `expected one of the versions ${listed.join(' | ')}, got ${describeValue(service.stable)}`);
+    }
+  }
+
+  if (service.command === undefined) {
+    if (isPlainMap(versions)) {
+      const without = Object.entries(versions).filter(([, v]) => !(isPlainMap(v) && v.command !== undefined)).map(([k]) => k);
+      if (without.length > 0 && Object.keys(versions).length > 0) {
+        report([...at, 'command'], `missing required key "command" (expected a command line here, or one in every version; ${without.map((k) => `"${k}"`).join(', ')} ${without.length === 1 ? 'has' : 'have'} none)`);
+      }
+    } else if (versions === undefined) {
+      report([...at, 'command'], 'missing required key "command" (expected a command line)');
+    }
+  }
+
+  checkRun(service, at, report);
+  if (isPlainMap(versions)) {
+    for (const [key, version] of Object.entries(versions)) {
+      if (isPlainMap(version)) checkRun(version, [...at, 'versions', key], report);
+    }
+  }
+}
+
+/** The rules for what a service sets and a version may override. */
+function checkRun(run: Record<string, unknown>, at: ManifestPath, report: Report): void {
+  const command = run.command;
+  if (typeof command === 'string' && command.trim() !== '') {
+    // A command comes with the args beside it (or none): a version's own command does not inherit the service's args.
+    const args = run.args;
+    const argv = Array.isArray(args) && args.every((a) => ['string', 'number', 'boolean'].includes(typeof a)) ? args.map(String) : undefined;
+    try {
+      parseCommandLine(command, argv);
+    } catch (err) {
+      if (!(err instanceof CommandLineError)) throw err;
+      report([...at, 'command'], `expected a command line, got ${describeValue(command)}: ${err.message}`);
+    }
+  }
+  if (isPlainMap(run.health)) checkHealth(run.health, [...at, 'health'], report);
+  if (isPlainMap(run.restart)) checkRestart(run.restart, [...at, 'restart'], report);
+}
+
+function checkHealth(health: Record<string, unknown>, at: ManifestPath, report: Report): void {
+  // Only well-formed kinds count: a malformed one is the schema's to report, not a second check.
+  const kinds = CHECK_KINDS.filter((k) => (k === 'tcp' ? health.tcp === true || typeof health.tcp === 'number' : typeof health[k] === 'string'));
+  if (kinds.length > 1) report([...at, kinds[1] as string], `only one of http, tcp or command may be set, found ${kinds.join(' and ')}`);
+  if (health.http === undefined) {
+    for (const key of HTTP_ONLY) {
+      if (health[key] === undefined) continue;
+      const hint = key === 'port' && health.tcp !== undefined ? ' (for a tcp check on another port, write tcp: <port>)' : '';
+      report([...at, key], `"${key}" applies only to http checks${hint}`);
+    }
+  }
+  const interval = health.interval === undefined ? DEFAULT_INTERVAL_MS : durationOf(health.interval);
+  const timeout = durationOf(health.timeout);
+  if (interval !== undefined && timeout !== undefined && timeout > interval) {
+    report([...at, 'timeout'], `expected a timeout no longer than the interval (${formatDuration(interval)}), got ${describeValue(health.timeout)}`);
+  }
+}
+
+function checkRestart(restart: Record<string, unknown>, at: ManifestPath, report: Report): void {
+  const backoff = restart.backoff === undefined ? DEFAULT_BACKOFF_MS : durationOf(restart.backoff);
+  const max = restart.maxBackoff === undefined ? DEFAULT_MAX_BACKOFF_MS : durationOf(restart.maxBackoff);
+  if (backoff !== undefined && max !== undefined && backoff > max) {
+    const key = restart.maxBackoff === undefined ? 'backoff' : 'maxBackoff';
+    report([...at, key], `expected backoff <= maxBackoff, got backoff ${formatDuration(backoff)} and maxBackoff ${formatDuration(max)}`);
+  }
+}
+
+function durationOf(value: unknown): number | undefined {
+  return typeof value === 'string' || typeof value === 'number' ? parseDuration(value) : undefined;
+}
+
+/** The listener a section asks for, its default when absent, undefined when it is malformed. */
+function listenerOf(data: Record<string, unknown>, section: string, fallback: ListenSpec): ListenSpec | undefined {
+  const value = data[section];
+  if (value === undefined) return fallback;
+  if (!isPlainMap(value)) return undefined;
+  if (value.listen === undefined) return fallback;
+  return typeof value.listen === 'string' || typeof value.listen === 'number' ? parseListen(value.listen) : undefined;
+}

@@ -1,0 +1,294 @@
+/**
+ * The manifest's shape as a zod schema: one place that says which keys exist,
+ * what each accepts, and how it reads when it is wrong. Every message starts
+ * with "expected …"; `issues.ts` adds what was found and where.
+ *
+ * Rules that relate two fields (stable ∈ versions, unique endpoints, timeout ≤
+ * interval, …) live in `rules.ts` instead: zod skips an object's refinements as
+ * soon as any of its fields is wrong, and the manifest must report every
+ * mistake in one go.
+ */
+import { constants } from 'node:os';
+import { z } from 'zod';
+import { parseDuration } from '../duration.js';
+import { LISTEN_EXPECTED, isHost, parseListen } from './listen.js';
+import { isSemver } from './semver.js';
+
+/** Group and service names: they appear in URLs, metric labels and file names. */
+export const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+export const NAME_EXPECTED = 'a name of lowercase letters, digits and "-" that starts with a letter (at most 63 characters)';
+export const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const SEMVER_EXPECTED = 'a semver version such as "1.2.3" or "2.0.0-beta.1" (quoted)';
+export const DURATION_EXPECTED = 'a duration such as 500ms, 1s or 1m30s, or a number of milliseconds';
+export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const;
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+/** Env vars Berth itself gives every instance; a manifest may not set them. */
+export function isReservedEnv(key: string): boolean {
+  return key === 'PORT' || key.startsWith('BERTH_');
+}
+
+const expected = (what: string) => ({ error: () => `expected ${what}` });
+
+/** A key in a map that does not take it: `unknown key "replica" (did you mean "replicas"?)`. */
+export function unknownKeyMessage(key: string, known: readonly string[]): string {
+  const guess = closest(key, known);
+  return `unknown key ${JSON.stringify(key)} (${guess === undefined ? `expected one of ${known.join(', ')}` : `did you mean ${JSON.stringify(guess)}?`})`;
+}
+
+function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  // Beyond a third of the word, a "did you mean" is more noise than help.
+  return bestDistance <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/** Levenshtein distance, with an adjacent swap counted as one edit. */
+export function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const at = (i: number, j: number): number => rows[i]?.[j] ?? Infinity;
+  for (let i = 1; i <= a.length; i++) {
+    const row = rows[i] as number[];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, at(i - 2, j - 2) + 1);
+      row[j] = d;
+    }
+  }
+  return at(a.length, b.length);
+}
+
+/** `z.strictObject` whose unknown-key issues carry one line per key, each with a suggestion. */
+function strict<T extends z.core.$ZodLooseShape>(shape: T, what: string) {
+  const known = Object.keys(shape);
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys' ? issue.keys.map((key) => unknownKeyMessage(key, known)).join('\n') : `expected ${what}`,
+  });
+}
+
+/** Top-level keys that start with `x-` are the manifest's own scratch space: a home for YAML anchors (`x-defaults: &defaults`). */
+export const EXTENSION_KEY = /^x-/;
+
+function withoutExtensions(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([key]) => !EXTENSION_KEY.test(key)));
+}
+
+type Kind = 'string' | 'number' | 'boolean' | 'null' | 'array' | 'object' | 'undefined' | 'other';
+
+export function kindOf(value: unknown): Kind {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  const t = typeof value;
+  return t === 'string' || t === 'number' || t === 'boolean' || t === 'object' || t === 'undefined' ? t : 'other';
+}
+
+/**
+ * A field that takes different shapes (`restart: always` or `restart: {…}`).
+ * Dispatching on the YAML kind first means a wrong map reports its own wrong
+ * key, instead of a vague "matches none of the alternatives".
+ */
+function byKind<B extends Partial<Record<Kind, z.ZodType>>>(what: string, branches: B) {
+  type Out = { [K in keyof B]: B[K] extends z.ZodType ? z.output<B[K]> : never }[keyof B];
+  return z.unknown().transform((value, ctx): Out => {
+    const schema = branches[kindOf(value)];
+    if (schema === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what}`, input: value });
+      return z.NEVER;
+    }
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      for (const issue of result.error.issues) ctx.addIssue({ ...issue, input: value } as z.core.$ZodRawIssue);
+      return z.NEVER;
+    }
+    return result.data as Out;
+  });
+}
+
+const nonEmpty = (what: string) => z.string(expected(what)).refine((s) => s.trim() !== '', expected(what));
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => {
+  const what = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`;
+  return z.int(expected(what)).min(min, expected(what)).max(max, expected(what));
+};
+
+const port = (min: number) => int(min, 65535);
+
+const durationOf = (what: string, min: number) =>
+  z.union([z.string(), z.number()], expected(what)).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < min) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what}`, input: value });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** Milliseconds. */
+const duration = durationOf(DURATION_EXPECTED, 0);
+const positiveDuration = durationOf(`a duration above zero such as 500ms, 1s or 1m30s, or a number of milliseconds`, 1);
+
+const scalarString = z.union([z.string(), z.number(), z.boolean()], expected('a string, number or boolean')).transform(String);
+
+const URL_PATH = 'a URL path starting with "/" (no spaces, "?" or "#")';
+const urlPath = z.string(expected(URL_PATH)).regex(/^\/[^\s?#]*$/, expected(URL_PATH));
+
+const envKey = z.string().superRefine((key, ctx) => {
+  if (!ENV_KEY.test(key)) {
+    ctx.addIssue({ code: 'custom', input: key, message: 'expected an environment variable name (letters, digits and "_", not starting with a digit)' });
+  } else if (isReservedEnv(key)) {
+    ctx.addIssue({ code: 'custom', input: key, message: `${JSON.stringify(key)} is reserved: Berth sets PORT and BERTH_* in every instance's environment` });
+  }
+});
+const env = z.record(envKey, scalarString, expected('a map of environment variable names to values'));
+
+const SIGNAL_EXPECTED = 'a signal name such as SIGTERM, SIGINT, SIGQUIT or SIGHUP';
+const signal = z.string(expected(SIGNAL_EXPECTED)).transform((value, ctx) => {
+  const name = value.toUpperCase().startsWith('SIG') ? value.toUpperCase() : `SIG${value.toUpperCase()}`;
+  if (!Object.hasOwn(constants.signals, name)) {
+    ctx.addIssue({ code: 'custom', message: `expected ${SIGNAL_EXPECTED}`, input: value });
+    return z.NEVER;
+  }
+  return name as NodeJS.Signals;
+});
+
+const policy = z.enum(RESTART_POLICIES, expected(`one of ${RESTART_POLICIES.join(' | ')}`));
+
+const HEALTH_EXPECTED = 'false, or a map with at most one of http, tcp or command and the check settings';
+const healthObject = strict(
+  {
+    http: urlPath.optional(),
+    method: z.enum(['GET', 'HEAD'], expected('one of GET | HEAD')).optional(),
+    headers: z.record(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, expected('an HTTP header name')), scalarString, expected('a map of header names to values')).optional(),
+    port: port(1).optional(),
+    tcp: byKind('true, or a port number to probe (1-65535)', { boolean: z.literal(true, expected('true, or a port number to probe (1-65535)')), number: port(1) }).optional(),
+    command: nonEmpty('a shell command line').optional(),
+    interval: positiveDuration.optional(),
+    timeout: positiveDuration.optional(),
+    healthyThreshold: int(1).optional(),
+    unhealthyThreshold: int(1).optional(),
+    startPeriod: duration.optional(),
+    restartAfter: duration.optional(),
+  },
+  HEALTH_EXPECTED,
+);
+const health = byKind(HEALTH_EXPECTED, { boolean: z.boolean(), object: healthObject });
+
+const RESTART_EXPECTED = `one of ${RESTART_POLICIES.join(' | ')}, or a map with policy, backoff, maxBackoff, factor, stableAfter and maxRestarts`;
+const restartObject = strict(
+  {
+    policy: policy.optional(),
+    backoff: duration.optional(),
+    maxBackoff: duration.optional(),
+    factor: z.number(expected('a number >= 1')).min(1, expected('a number >= 1')).optional(),
+    stableAfter: duration.optional(),
+    maxRestarts: int(0).optional(),
+  },
+  RESTART_EXPECTED,
+);
+const restart = byKind(RESTART_EXPECTED, { string: policy, object: restartObject });
+
+/** What a version may override; also what a service sets for all its versions. */
+const runShape = {
+  command: nonEmpty('a command line').optional(),
+  args: z.array(scalarString, expected('a list of arguments')).optional(),
+  cwd: nonEmpty('a folder path (relative to the manifest folder)').optional(),
+  env: env.optional(),
+  replicas: int(0).optional(),
+  health: health.optional(),
+  restart: restart.optional(),
+  stopSignal: signal.optional(),
+  drainTimeout: duration.optional(),
+  stopTimeout: duration.optional(),
+};
+
+const VERSION_EXPECTED = 'a map of overrides (command, args, cwd, env, replicas, health, restart, stopSignal, drainTimeout, stopTimeout), or nothing';
+const versionObject = strict(runShape, VERSION_EXPECTED);
+const version = byKind(VERSION_EXPECTED, { object: versionObject, null: z.null().transform((): z.output<typeof versionObject> => ({})) });
+
+const semver = z.string(expected(SEMVER_EXPECTED)).refine(isSemver, expected(SEMVER_EXPECTED));
+const semverKey = z.string().refine(isSemver, expected(SEMVER_EXPECTED));
+const nameKey = z.string().regex(NAME, expected(NAME_EXPECTED));
+
+const nonEmptyMap = (what: string) => ({
+  error: () => `expected at least one ${what}`,
+});
+
+const service = strict(
+  {
+    ...runShape,
+    version: semver.optional(),
+    stable: semver.optional(),
+    versions: z
+      .record(semverKey, version, expected('a map of semver versions to overrides'))
+      .refine((r) => Object.keys(r).length > 0, nonEmptyMap('version'))
+      .optional(),
+  },
+  'a map describing the service (command, replicas, versions, health, …)',
+);
+
+const HOST_EXPECTED = 'a host name such as payments.example.com';
+const ENDPOINT_EXPECTED = 'a path starting with "/", or a map with one of path, host or port';
+const endpoint = byKind(ENDPOINT_EXPECTED, {
+  string: urlPath,
+  object: strict(
+    {
+      path: urlPath.optional(),
+      host: z.string(expected(HOST_EXPECTED)).refine(isHost, expected(HOST_EXPECTED)).transform((h) => h.toLowerCase()).optional(),
+      port: port(0).optional(),
+    },
+    ENDPOINT_EXPECTED,
+  ),
+});
+
+const group = strict(
+  {
+    endpoint: endpoint.optional(),
+    services: z
+      .record(nameKey, service, expected('a map of service names to services'))
+      .refine((r) => Object.keys(r).length > 0, nonEmptyMap('service')),
+  },
+  'a map with endpoint and services',
+);
+
+const listen = z.union([z.string(), z.number()], expected(LISTEN_EXPECTED)).transform((value, ctx) => {
+  const spec = parseListen(value);
+  if (spec === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected ${LISTEN_EXPECTED}`, input: value });
+    return z.NEVER;
+  }
+  return spec;
+});
+
+const NODE_EXPECTED = 'a node name of letters, digits, ".", "_" and "-" (at most 253 characters)';
+
+export const manifestSchema = z.preprocess(withoutExtensions, strict(
+  {
+    node: z.string(expected(NODE_EXPECTED)).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, expected(NODE_EXPECTED)).optional(),
+    gateway: strict({ listen: listen.optional() }, 'a map with listen').optional(),
+    admin: strict({ listen: listen.optional() }, 'a map with listen').optional(),
+    dataDir: nonEmpty('a folder path (relative to the manifest folder)').optional(),
+    instanceHost: z.string(expected('a host name or IP address')).refine(isHost, expected('a host name or IP address')).optional(),
+    log: strict({ level: z.enum(LOG_LEVELS, expected(`one of ${LOG_LEVELS.join(' | ')}`)).optional() }, 'a map with level').optional(),
+    groups: z
+      .record(nameKey, group, expected('a map of group names to groups'))
+      .refine((r) => Object.keys(r).length > 0, nonEmptyMap('group')),
+  },
+  'a map with groups (and optionally node, gateway, admin, dataDir, instanceHost, log)',
+));
+
+/** The manifest as zod hands it over: shapes checked, durations in ms, nothing defaulted yet. */
+export type ManifestInput = z.output<typeof manifestSchema>;
+export type GroupInput = ManifestInput['groups'][string];
+export type ServiceInput = GroupInput['services'][string];
+export type HealthInput = NonNullable<ServiceInput['health']>;
+export type RestartInput = NonNullable<ServiceInput['restart']>;
+export type EndpointInput = NonNullable<GroupInput['endpoint']>;
