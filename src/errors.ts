@@ -16,6 +16,8 @@ export const ErrorCodes = {
   BERTH_ERR_BAD_REQUEST: { status: 400, retryable: false, summary: 'The admin API request is malformed; `details` lists each problem.' },
   BERTH_ERR_NODE_UNREACHABLE: { status: 503, retryable: true, summary: 'The CLI could not reach a node\'s admin API (no node running at that address).' },
   BERTH_ERR_INTERNAL: { status: 500, retryable: false, summary: 'A bug in Berth; the log has the stack trace, the response never does.' },
+  BERTH_ERR_STORE_COMPACTED: { status: 410, retryable: false, summary: 'A watch asked to resume from a revision older than the store still holds; list again and watch from the new revision.' },
+  BERTH_ERR_CATALOG_CLOSED: { status: 503, retryable: false, summary: 'An operation was attempted on a catalog that was closed.' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
