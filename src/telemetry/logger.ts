@@ -11,10 +11,14 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+/** Fields every line may carry; the pretty format shows them as a prefix, not as key=value. */
+const CONTEXT_FIELDS = new Set(['time', 'level', 'msg', 'node', 'group', 'service', 'version', 'instance', 'event', 'stream', 'pid', 'hostname']);
+
 /**
  * Berth's one logger. JSON lines with a fixed schema (`time`, `level`, `msg`,
- * plus the concept fields `node`, `group`, `service`, `version`, `instance`);
- * pretty-printed in-process (no worker thread) when a person is watching.
+ * `event`, plus the concept fields `node`, `group`, `service`, `version`,
+ * `instance`); pretty-printed in-process (no worker thread) when a person is
+ * watching: one line per event, instance output prefixed with its instance id.
  */
 export function createLogger(options: LoggerOptions): Logger {
   const base = {
@@ -27,13 +31,22 @@ export function createLogger(options: LoggerOptions): Logger {
     const stream = pretty({
       colorize: process.stdout.isTTY,
       translateTime: 'SYS:HH:MM:ss.l',
-      ignore: 'pid,hostname,node',
-      destination: options.destination ? undefined : 1,
+      destination: options.destination ?? 1,
       sync: true,
-      messageFormat: '{if instance}[{instance}] {end}{msg}',
-      hideObject: false,
+      hideObject: true,
+      messageFormat: (log, messageKey) => prettyLine(log, messageKey),
     });
-    return pino(base, options.destination ?? stream);
+    return pino(base, stream);
   }
   return pino(base, options.destination ?? pino.destination({ dest: 1, sync: true }));
+}
+
+function prettyLine(log: Record<string, unknown>, messageKey: string): string {
+  const prefix = typeof log.instance === 'string' ? `[${log.instance}] ` : typeof log.service === 'string' ? `[${log.service}] ` : '';
+  const extras = Object.entries(log)
+    .filter(([key, value]) => !CONTEXT_FIELDS.has(key) && key !== messageKey && value !== undefined && value !== null)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  const message = log[messageKey];
+  const msg = typeof message === 'string' ? message : '';
+  return `${prefix}${msg}${extras.length > 0 ? `  ${extras.join(' ')}` : ''}`;
 }

@@ -1,0 +1,305 @@
+import { randomBytes } from 'node:crypto';
+import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
+import type { Clock, Timer } from '../clock.js';
+import { isBerthError } from '../errors.js';
+import { createCheck } from '../health/checks/index.js';
+import { HealthMonitor } from '../health/monitor.js';
+import type { VersionSpec } from '../manifest/types.js';
+import type { Logger } from '../telemetry/logger.js';
+import { Events } from '../telemetry/events.js';
+import { Backoff } from './backoff.js';
+import { InstanceProcess, type ExitStatus } from './process.js';
+import type { PortAllocator } from './ports.js';
+import type { Watchdog } from './watchdog.js';
+
+/** Where instance records go: the catalog. */
+export interface InstanceSink {
+  put(record: InstanceRecord): Promise<void>;
+}
+
+/** Waits until an instance has no request in flight (the gateway implements it). */
+export interface Drainer {
+  waitIdle(instanceId: string, timeoutMs: number): Promise<void>;
+}
+
+export interface InstanceDeps {
+  sink: InstanceSink;
+  clock: Clock;
+  logger: Logger;
+  ports: PortAllocator;
+  nodeName: string;
+  host: string;
+  watchdog?: Watchdog;
+  drainer?: Drainer;
+  random?: () => number;
+}
+
+/** Variables passed through from Berth's own environment so commands resolve and locales work. */
+const INHERITED_ENV = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'];
+
+/** A record is rewritten when its check output is unchanged only this often. */
+const CHECK_REFRESH_MS = 10_000;
+
+export function newInstanceId(service: string, version: string): string {
+  return `${service}-${version}-${randomBytes(4).toString('hex').slice(0, 5)}`;
+}
+
+/**
+ * One instance: its process, restarts with backoff, health and catalog record.
+ * The single writer of its record, so writes never race.
+ */
+export class InstanceController {
+  readonly id: string;
+  readonly spec: VersionSpec;
+  readonly #deps: InstanceDeps;
+  readonly #log: Logger;
+  readonly #backoff: Backoff;
+  #record: InstanceRecord;
+  #process: InstanceProcess | undefined;
+  #health: HealthMonitor | undefined;
+  #restartTimer: Timer | undefined;
+  #unstableRestarts = 0;
+  #stopping: Promise<void> | undefined;
+  /** Set when health asked for the restart, so a clean exit 0 on SIGTERM is still restarted. */
+  #healthRestart = false;
+  #lastWriteAt = 0;
+  #writes: Promise<void> = Promise.resolve();
+
+  constructor(spec: VersionSpec, deps: InstanceDeps, id = newInstanceId(spec.service, spec.version)) {
+    this.id = id;
+    this.spec = spec;
+    this.#deps = deps;
+    this.#log = deps.logger.child({ group: spec.group, service: spec.service, version: spec.version, instance: id });
+    this.#backoff = new Backoff({
+      initialMs: spec.restart.backoffInitialMs,
+      maxMs: spec.restart.backoffMaxMs,
+      factor: spec.restart.backoffFactor,
+      ...(deps.random ? { random: deps.random } : {}),
+    });
+    const now = new Date(deps.clock.now()).toISOString();
+    this.#record = {
+      id,
+      node: deps.nodeName,
+      group: spec.group,
+      service: spec.service,
+      version: spec.version,
+      address: deps.host,
+      port: 0,
+      pid: null,
+      status: 'starting',
+      restarts: 0,
+      source: 'supervised',
+      createdAt: now,
+      startedAt: null,
+      updatedAt: now,
+      lastCheck: null,
+      lastExit: null,
+      reason: null,
+    };
+  }
+
+  get record(): Readonly<InstanceRecord> {
+    return this.#record;
+  }
+
+  get status(): InstanceStatus {
+    return this.#record.status;
+  }
+
+  /** Starts the first process; a spawn failure is handled like a crash (restart with backoff). */
+  async start(): Promise<void> {
+    await this.#spawn();
+  }
+
+  /**
+   * Graceful stop: draining (no new requests) → wait for in-flight ones up to
+   * drainTimeout → stop signal to the process group → SIGKILL after stopTimeout.
+   */
+  stop(reason = 'stopped by node'): Promise<void> {
+    this.#stopping ??= this.#stop(reason);
+    return this.#stopping;
+  }
+
+  async #stop(reason: string): Promise<void> {
+    if (this.#restartTimer) this.#deps.clock.clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    const proc = this.#process;
+    if (proc) {
+      this.#update({ status: 'draining', reason });
+      this.#log.info({ event: Events.instanceDraining, reason }, 'draining');
+      await this.#deps.drainer?.waitIdle(this.id, this.spec.stop.drainTimeoutMs);
+      await this.#health?.stop();
+      const exit = await proc.stop(this.spec.stop.signal, this.spec.stop.stopTimeoutMs);
+      this.#deps.watchdog?.unwatch(proc.pid);
+      this.#process = undefined;
+      this.#update({ status: 'stopped', pid: null, startedAt: null, lastExit: this.#exitInfo(exit), reason });
+      this.#log.info({ event: Events.instanceStopped, code: exit.code, signal: exit.signal }, 'stopped');
+    } else if (this.#record.status !== 'failed') {
+      this.#update({ status: 'stopped', reason });
+    }
+    await this.flush();
+  }
+
+  /** Resolves when every record written so far has reached the sink. */
+  flush(): Promise<void> {
+    return this.#writes;
+  }
+
+  async #spawn(): Promise<void> {
+    if (this.#stopping) return;
+    const spec = this.spec;
+    let proc: InstanceProcess;
+    try {
+      const port = await this.#deps.ports.allocate(this.#record.port || undefined);
+      const env = this.#environment(port);
+      proc = await InstanceProcess.spawn({
+        command: spec.command,
+        cwd: spec.cwd,
+        env,
+        onLine: (stream, line) => {
+          if (stream === 'stderr') this.#log.warn({ event: Events.instanceOutput, stream }, line);
+          else this.#log.info({ event: Events.instanceOutput, stream }, line);
+        },
+      });
+      this.#record.port = port;
+    } catch (err) {
+      const message = isBerthError(err) ? err.message : String(err);
+      this.#log.error({ event: Events.instanceSpawnFailed, err: message }, 'cannot start instance');
+      this.#scheduleRestart(`cannot start: ${message}`, 0);
+      return;
+    }
+    if (this.#stopping) {
+      await proc.stop('SIGKILL', 0);
+      return;
+    }
+    this.#process = proc;
+    this.#deps.watchdog?.watch(proc.pid);
+    const check = createCheck(spec.health.check);
+    this.#update({
+      pid: proc.pid,
+      startedAt: new Date(this.#deps.clock.now()).toISOString(),
+      // Without a check there is nothing to pass: the operator declared the process alive is enough.
+      status: check ? 'starting' : 'passing',
+      reason: null,
+    });
+    this.#log.info({ event: Events.instanceStarted, pid: proc.pid, port: this.#record.port, command: spec.command.line }, 'started');
+    void proc.exited.then((exit) => this.#onExit(proc, exit));
+    if (check) {
+      this.#health = new HealthMonitor({
+        check,
+        spec: spec.health,
+        target: { host: this.#deps.host, port: this.#record.port, cwd: spec.cwd, env: this.#environment(this.#record.port) },
+        clock: this.#deps.clock,
+        onResult: (result, status) => {
+          if (this.#process !== proc || this.#stopping) return;
+          const changed = status !== this.#record.status || result.output !== this.#record.lastCheck?.output;
+          this.#record.lastCheck = result;
+          if (changed || this.#deps.clock.now() - this.#lastWriteAt >= CHECK_REFRESH_MS) {
+            if (status !== this.#record.status) {
+              this.#log.info({ event: Events.instanceStatus, from: this.#record.status, to: status, check: result.output }, `${status}`);
+            }
+            this.#update({ status });
+          }
+        },
+        onRestartDue: () => this.#onHealthRestart(proc),
+      });
+      this.#health.start();
+    }
+  }
+
+  #environment(port: number): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const name of INHERITED_ENV) {
+      const value = process.env[name];
+      if (value !== undefined) env[name] = value;
+    }
+    return {
+      ...env,
+      ...this.spec.env,
+      PORT: String(port),
+      BERTH_GROUP: this.spec.group,
+      BERTH_SERVICE: this.spec.service,
+      BERTH_VERSION: this.spec.version,
+      BERTH_INSTANCE: this.id,
+      BERTH_NODE: this.#deps.nodeName,
+    };
+  }
+
+  #onHealthRestart(proc: InstanceProcess): void {
+    if (this.#process !== proc || this.#stopping) return;
+    if (this.spec.restart.policy === 'never') {
+      this.#log.warn({ event: Events.instanceStatus }, 'critical, not restarted (restart: never)');
+      return;
+    }
+    const seconds = Math.round(this.spec.health.restartAfterMs / 1000);
+    this.#log.warn({ event: Events.instanceRestarting, cause: 'health' }, `critical for ${seconds}s: restarting`);
+    this.#healthRestart = true;
+    void this.#health?.stop();
+    void proc.stop(this.spec.stop.signal, this.spec.stop.stopTimeoutMs);
+  }
+
+  #onExit(proc: InstanceProcess, exit: ExitStatus): void {
+    if (this.#process !== proc) return;
+    // Exit is noticed at once (not at the next check): leave rotation before anything else.
+    this.#process = undefined;
+    void this.#health?.stop();
+    this.#health = undefined;
+    proc.signal('SIGKILL');
+    this.#deps.watchdog?.unwatch(proc.pid);
+    if (this.#stopping) return;
+
+    const startedAt = this.#record.startedAt ? Date.parse(this.#record.startedAt) : this.#deps.clock.now();
+    const uptime = this.#deps.clock.now() - startedAt;
+    const how = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
+    const lastExit = this.#exitInfo(exit);
+    this.#log.warn({ event: Events.instanceExited, code: exit.code, signal: exit.signal, uptimeMs: uptime }, how);
+
+    const healthRestart = this.#healthRestart;
+    this.#healthRestart = false;
+    const clean = exit.code === 0 && exit.signal === null;
+    const policy = this.spec.restart.policy;
+    if (!healthRestart && (policy === 'never' || (policy === 'on-failure' && clean))) {
+      this.#update({ status: clean ? 'stopped' : 'failed', pid: null, startedAt: null, lastExit, reason: `${how} (restart: ${policy})` });
+      return;
+    }
+    this.#update({ pid: null, startedAt: null, lastExit });
+    this.#scheduleRestart(healthRestart ? 'health check critical' : how, uptime);
+  }
+
+  #scheduleRestart(why: string, uptime: number): void {
+    const restart = this.spec.restart;
+    if (uptime >= restart.stableAfterMs) {
+      this.#backoff.reset();
+      this.#unstableRestarts = 0;
+    }
+    this.#unstableRestarts++;
+    if (this.#unstableRestarts > restart.maxRestarts) {
+      const reason = `crash loop: ${restart.maxRestarts} restarts in a row, each up less than ${Math.round(restart.stableAfterMs / 1000)}s; last: ${why}`;
+      this.#update({ status: 'failed', reason });
+      this.#log.error({ event: Events.instanceFailed, restarts: this.#record.restarts }, reason);
+      return;
+    }
+    const delayMs = this.#backoff.next();
+    this.#update({ status: 'critical', reason: `${why}; restarting in ${delayMs}ms` });
+    this.#log.info({ event: Events.instanceRestarting, delayMs, attempt: this.#unstableRestarts }, `restarting in ${delayMs}ms`);
+    this.#restartTimer = this.#deps.clock.setTimeout(() => {
+      this.#restartTimer = undefined;
+      this.#record.restarts++;
+      void this.#spawn();
+    }, delayMs);
+  }
+
+  #exitInfo(exit: ExitStatus): InstanceRecord['lastExit'] {
+    return { code: exit.code, signal: exit.signal, at: new Date(this.#deps.clock.now()).toISOString() };
+  }
+
+  #update(patch: Partial<InstanceRecord>): void {
+    const now = this.#deps.clock.now();
+    Object.assign(this.#record, patch, { updatedAt: new Date(now).toISOString() });
+    this.#lastWriteAt = now;
+    const snapshot = { ...this.#record };
+    this.#writes = this.#writes
+      .then(() => this.#deps.sink.put(snapshot))
+      .catch((err: unknown) => this.#log.error({ err }, 'cannot write instance record to the catalog'));
+  }
+}

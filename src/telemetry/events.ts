@@ -1,0 +1,22 @@
+/**
+ * Names of the events Berth logs (the `event` field of a log line). One list,
+ * so docs, alerts and tests grep for the same words.
+ */
+export const Events = {
+  nodeStarting: 'node.starting',
+  nodeReady: 'node.ready',
+  nodeStopping: 'node.stopping',
+  nodeStopped: 'node.stopped',
+  instanceStarted: 'instance.started',
+  instanceExited: 'instance.exited',
+  instanceStatus: 'instance.status',
+  instanceRestarting: 'instance.restarting',
+  instanceFailed: 'instance.failed',
+  instanceDraining: 'instance.draining',
+  instanceStopped: 'instance.stopped',
+  instanceSpawnFailed: 'instance.spawn-failed',
+  instanceOutput: 'instance.output',
+  adminListening: 'admin.listening',
+} as const;
+
+export type EventName = (typeof Events)[keyof typeof Events];
