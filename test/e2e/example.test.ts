@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { InstanceRecord } from '../../src/catalog/types.js';
+import { parseManifest } from '../../src/manifest/load.js';
+import { versionsOf } from '../../src/manifest/types.js';
+import { BerthProcess, ROOT, runCli } from '../support/node-process.js';
+
+/** The shop example as shipped, on ephemeral ports so it never clashes with a running `npm start`. */
+describe('the shop example', () => {
+  let dir: string;
+  let file: string;
+  let node: BerthProcess;
+  let expected: number;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'berth-shop-'));
+    await cp(join(ROOT, 'examples/shop'), dir, { recursive: true, filter: (src) => !src.includes('.berth') });
+    file = join(dir, 'berth.yaml');
+    const text = (await readFile(file, 'utf8')).replace(/127\.0\.0\.1:80\d\d/g, '127.0.0.1:0');
+    await writeFile(file, text);
+    expected = versionsOf(parseManifest(text, file)).reduce((n, v) => n + v.replicas, 0);
+    node = await BerthProcess.start(file);
+  });
+
+  after(async () => {
+    await node?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('starts every instance of every group and they all reach passing', async () => {
+    const all = await node.waitForInstances((xs) => xs.length === expected && xs.every((r) => r.status === 'passing'), 60_000);
+    assert.deepEqual([...new Set(all.map((r) => r.group))].sort(), ['auth', 'payments', 'storage', 'users']);
+    assert.ok(new Set(all.map((r) => r.service)).size >= 5);
+    const charges = all.filter((r) => r.service === 'charges');
+    assert.deepEqual([...new Set(charges.map((r) => r.version))].sort(), ['1.0.0', '2.0.0']);
+  });
+
+  it('berth status --json lists them, and the table shows them', async () => {
+    const json = await runCli(['status', '--json', '-f', file]);
+    assert.equal(json.code, 0, json.stderr);
+    const listed = JSON.parse(json.stdout) as InstanceRecord[];
+    assert.equal(listed.length, expected);
+    assert.ok(listed.every((r) => r.status === 'passing' && r.pid !== null && r.port > 0));
+
+    const table = await runCli(['ps', '-f', file]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /GROUP\s+SERVICE\s+VERSION\s+INSTANCE\s+STATUS/);
+    for (const r of listed) assert.ok(table.stdout.includes(r.id), `table lists ${r.id}`);
+  });
+
+  it('the admin API answers the contract shape for a service', async () => {
+    const charges = await node.instances('charges');
+    for (const r of charges) {
+      for (const key of ['id', 'group', 'service', 'version', 'address', 'port', 'pid', 'status', 'restarts'] as const) {
+        assert.ok(key in r, `instance has ${key}`);
+      }
+    }
+    const services = await node.api<{ service: string; stable: string | null }[]>('/v1/services');
+    assert.equal(services.find((s) => s.service === 'charges')?.stable, '1.0.0');
+    assert.equal((await node.api<{ status: string }>('/healthz')).status, 'ok');
+  });
+});

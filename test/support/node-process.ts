@@ -1,0 +1,155 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile, cp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import type { InstanceRecord } from '../../src/catalog/types.js';
+import { splitLines } from '../../src/supervisor/line-splitter.js';
+
+export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
+export const BERTH_BIN = join(ROOT, 'bin/berth.js');
+export const FIXTURES = join(ROOT, 'test/fixtures/services');
+
+export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: string };
+
+/** A temp dir with the fixture services copied in and a manifest; removed by `cleanup`. */
+export async function makeProject(manifest: string): Promise<{ dir: string; file: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-test-'));
+  await cp(FIXTURES, dir, { recursive: true });
+  const file = join(dir, 'berth.yaml');
+  await writeFile(file, manifest);
+  return { dir, file, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Runs the `berth` CLI to completion. */
+export async function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BERTH_BIN, ...args], { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/**
+ * A real `berth up` process with JSON logs. Tests wait on its log events
+ * (pushed, not polled) and read state through its admin API.
+ */
+export class BerthProcess {
+  readonly child: ChildProcess;
+  readonly logs: LogLine[] = [];
+  readonly stderr: string[] = [];
+  admin = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  #waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+
+  constructor(file: string, extraArgs: string[] = []) {
+    this.child = spawn(process.execPath, [BERTH_BIN, 'up', '-f', file, '--log-format', 'json', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    splitLines(this.child.stdout!, (line) => {
+      let parsed: LogLine;
+      try {
+        parsed = JSON.parse(line) as LogLine;
+      } catch {
+        parsed = { msg: line, unparsed: true };
+      }
+      this.logs.push(parsed);
+      this.#waiters = this.#waiters.filter((w) => {
+        if (!w.pred(parsed)) return true;
+        w.resolve(parsed);
+        return false;
+      });
+    });
+    splitLines(this.child.stderr!, (line) => this.stderr.push(line));
+  }
+
+  static async start(file: string, extraArgs: string[] = []): Promise<BerthProcess> {
+    const node = new BerthProcess(file, extraArgs);
+    const ready = await node.waitForLog((l) => l.event === 'node.ready', 30_000);
+    node.admin = String(ready.admin);
+    return node;
+  }
+
+  /** Resolves with the first log line (past or future) matching `pred`. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
+    const seen = this.logs.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`no matching log line within ${timeoutMs}ms; last lines:\n${this.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${this.stderr.join('\n')}`));
+      }, timeoutMs);
+      const done = (l: LogLine): void => {
+        clearTimeout(timer);
+        resolve(l);
+      };
+      this.#waiters.push({ pred, resolve: done });
+      this.child.once('exit', () => {
+        if (this.#waiters.some((w) => w.resolve === done)) {
+          clearTimeout(timer);
+          reject(new Error(`berth exited before the expected log line; stderr: ${this.stderr.join('\n')}`));
+        }
+      });
+    });
+  }
+
+  /** Resolves with the next log line after now matching `pred`. */
+  nextLog(pred: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
+    const from = this.logs.length;
+    return this.waitForLog((l) => this.logs.indexOf(l) >= from && pred(l), timeoutMs);
+  }
+
+  async api<T>(path: string): Promise<T> {
+    const res = await request(`${this.admin}${path}`);
+    const body = await res.body.json();
+    if (res.statusCode >= 400) throw new Error(`${path}: ${res.statusCode} ${JSON.stringify(body)}`);
+    return body as T;
+  }
+
+  instances(service?: string): Promise<InstanceRecord[]> {
+    return this.api<InstanceRecord[]>(service ? `/v1/services/${service}/instances` : '/v1/instances');
+  }
+
+  /**
+   * Waits until `check` holds for the node's instances. Each round waits for the
+   * next instance event in the log, so this follows the node rather than sleeping.
+   */
+  async waitForInstances(check: (all: InstanceRecord[]) => boolean, timeoutMs = 30_000): Promise<InstanceRecord[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const next = this.nextLog((l) => typeof l.event === 'string' && l.event.startsWith('instance.') && l.event !== 'instance.output', Math.max(1, deadline - Date.now())).catch(() => undefined);
+      const all = await this.instances();
+      if (check(all)) return all;
+      if (Date.now() >= deadline || !(await next)) {
+        throw new Error(`condition not met within ${timeoutMs}ms; instances: ${JSON.stringify(all.map((r) => [r.id, r.status, r.pid, r.restarts, r.reason]))}`);
+      }
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves when every pid is gone, or rejects listing the survivors; checks at each `tickMs`. */
+export async function waitForExit(pids: number[], timeoutMs: number, tickMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const { setTimeout: wait } = await import('node:timers/promises');
+  while (pids.some(isAlive)) {
+    if (Date.now() > deadline) throw new Error(`still alive after ${timeoutMs}ms: ${pids.filter(isAlive).join(', ')}`);
+    await wait(tickMs);
+  }
+}
