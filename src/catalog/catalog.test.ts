@@ -29,6 +29,8 @@ function record(id: string, fields: Partial<InstanceRecord> = {}): InstanceRecor
     lastCheck: { status: 'passing', output: 'HTTP 200', at: '2024-01-01T00:00:01.000Z', durationMs: 3 },
     lastExit: null,
     reason: null,
+    weight: 1,
+    registration: null,
     ...fields,
   };
 }

@@ -1,3 +1,4 @@
+import semver from 'semver';
 /**
  * The catalog: the observed state of every instance, kept in a Store under
  * `instances/<id>` and mirrored into an in-memory snapshot by one list + watch.
@@ -79,6 +80,17 @@ const instanceRecordSchema: z.ZodType<InstanceRecord> = z.object({
   lastCheck: checkResultSchema.nullable(),
   lastExit: exitInfoSchema.nullable(),
   reason: z.string().nullable(),
+  weight: z.number().min(0).default(1),
+  registration: z
+    .object({
+      ttlMs: z.number().int().positive().nullable(),
+      http: z.object({ path: z.string(), intervalMs: z.number().int().positive(), timeoutMs: z.number().int().positive() }).nullable(),
+      deregisterAfterMs: z.number().int().min(0),
+      lastHeartbeat: z.string().nullable(),
+      tags: z.array(z.string()),
+    })
+    .nullable()
+    .default(null),
 });
 
 /** Attempts at list + watch before giving up when the store keeps compacting under us. */
@@ -393,44 +405,11 @@ function compareRecords(a: InstanceRecord, b: InstanceRecord): number {
   );
 }
 
-const SEMVER = /^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$/;
-
-/** Semver precedence (so 1.10.0 follows 1.9.0, and 2.0.0-rc.1 precedes 2.0.0); plain string order for anything else. */
+/** Semver precedence (so 1.10.0 follows 1.9.0, and 2.0.0-rc.1 precedes 2.0.0); semver versions first, then plain string order. */
 export function compareVersions(a: string, b: string): number {
-  const ma = SEMVER.exec(a);
-  const mb = SEMVER.exec(b);
-  if (ma === null || mb === null) {
-    // Semver versions first, then the rest by string.
-    if (ma !== mb) return ma === null ? 1 : -1;
-    return compareStrings(a, b);
-  }
-  for (let i = 1; i <= 3; i++) {
-    const d = Number(ma[i]) - Number(mb[i]);
-    if (d !== 0) return d;
-  }
-  const pa = ma[4];
-  const pb = mb[4];
-  if (pa === undefined || pb === undefined) {
-    if (pa !== pb) return pa === undefined ? 1 : -1;
-    return compareStrings(a, b);
-  }
-  const ia = pa.split('.');
-  const ib = pb.split('.');
-  for (let i = 0; i < Math.max(ia.length, ib.length); i++) {
-    const x = ia[i];
-    const y = ib[i];
-    if (x === undefined) return -1;
-    if (y === undefined) return 1;
-    const nx = /^\d+$/.test(x);
-    const ny = /^\d+$/.test(y);
-    if (nx && ny) {
-      const d = Number(x) - Number(y);
-      if (d !== 0) return d;
-    } else if (nx !== ny) {
-      return nx ? -1 : 1;
-    } else if (x !== y) {
-      return compareStrings(x, y);
-    }
-  }
+  const va = semver.valid(a);
+  const vb = semver.valid(b);
+  if (va && vb) return semver.compare(va, vb) || compareStrings(a, b);
+  if (va || vb) return va ? -1 : 1;
   return compareStrings(a, b);
 }

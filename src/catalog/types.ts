@@ -49,4 +49,22 @@ export interface InstanceRecord {
   lastExit: ExitInfo | null;
   /** Why the instance is in its status, when that is not obvious (`crash loop: 16 exits…`). */
   reason: string | null;
+  /** Share of its version's traffic relative to siblings, for weighted balancers (default 1; 0 takes none). */
+  weight: number;
+  /** How an external instance proves it is alive; null for supervised ones. */
+  registration: RegistrationInfo | null;
+}
+
+/** Kept with an external instance so any node can keep checking it after a restart. */
+export interface RegistrationInfo {
+  /** TTL heartbeat: critical when no heartbeat came for this long. */
+  ttlMs: number | null;
+  /** Active HTTP check instead of (or besides) a TTL. */
+  http: { path: string; intervalMs: number; timeoutMs: number } | null;
+  /** Removed from the catalog after being critical this long (Consul's DeregisterCriticalServiceAfter). */
+  deregisterAfterMs: number;
+  /** ISO time of the last heartbeat. */
+  lastHeartbeat: string | null;
+  /** Free-form labels given at registration. */
+  tags: string[];
 }

@@ -22,6 +22,8 @@ function instance(partial: Partial<InstanceRecord> & Pick<InstanceRecord, 'id' |
     lastCheck: null,
     lastExit: null,
     reason: null,
+    weight: 1,
+    registration: null,
     ...partial,
   };
 }

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parseCommandLine } from './command-line.js';
 import { DEFAULT_ADMIN, DEFAULT_BACKOFF_MS, DEFAULT_GATEWAY, DEFAULT_INTERVAL_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_TIMEOUT_MS } from './rules.js';
 import type { EndpointInput, GroupInput, HealthInput, ManifestInput, RestartInput, ServiceInput } from './schema.js';
-import { compareSemver, parseSemver } from './semver.js';
+import { compareSemver, isPrerelease } from './semver.js';
 import type { CheckSpec, EndpointSpec, GroupSpec, HealthSpec, NodeSpec, RestartSpec, ServiceSpec, VersionSpec } from './types.js';
 
 export const DEFAULT_VERSION = '0.0.0';
@@ -51,7 +51,7 @@ function trimSlash(prefix: string): string {
 
 /** The default stable version: the highest release, or the highest prerelease when there are only prereleases. */
 function defaultStable(sorted: readonly string[]): string {
-  const releases = sorted.filter((v) => parseSemver(v)?.prerelease.length === 0);
+  const releases = sorted.filter((v) => !isPrerelease(v));
   return releases[releases.length - 1] ?? sorted[sorted.length - 1] ?? DEFAULT_VERSION;
 }
 

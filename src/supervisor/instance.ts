@@ -95,6 +95,8 @@ export class InstanceController {
       lastCheck: null,
       lastExit: null,
       reason: null,
+      weight: 1,
+      registration: null,
     };
   }
 
