@@ -12,6 +12,8 @@ import { compareSemver, isPrerelease } from './semver.js';
 import type { CheckSpec, EndpointSpec, GroupSpec, HealthSpec, NodeSpec, RestartSpec, ServiceSpec, VersionSpec } from './types.js';
 
 export const DEFAULT_VERSION = '0.0.0';
+/** Long enough for slow reports, short enough that a hung instance does not hold a client for minutes. */
+export const DEFAULT_ROUTE_TIMEOUT_MS = 30_000;
 
 export function normalize(input: ManifestInput, file: string): NodeSpec {
   const dir = dirname(file);
@@ -85,7 +87,7 @@ function toService(group: string, name: string, service: ServiceInput, dir: stri
       },
     };
   });
-  return { group, name, stable, versions };
+  return { group, name, stable, balancer: service.balancer ?? 'round-robin', timeoutMs: service.timeout ?? DEFAULT_ROUTE_TIMEOUT_MS, versions };
 }
 
 function toHealth(health: HealthInput | undefined): HealthSpec {

@@ -225,6 +225,8 @@ const nonEmptyMap = (what: string) => ({
 const service = strict(
   {
     ...runShape,
+    balancer: z.enum(['round-robin', 'least-request'], expected('one of round-robin | least-request')).optional(),
+    timeout: duration.optional(),
     version: semver.optional(),
     stable: semver.optional(),
     versions: z

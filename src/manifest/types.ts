@@ -79,10 +79,16 @@ export type EndpointSpec =
   | { kind: 'host'; host: string }
   | { kind: 'port'; port: number };
 
+export type BalancerKind = 'round-robin' | 'least-request';
+
 export interface ServiceSpec {
   group: string;
   name: string;
   stable: string;
+  /** How the gateway spreads requests over a version's passing instances. */
+  balancer: BalancerKind;
+  /** The gateway answers 504 when an instance sends no response headers within this. */
+  timeoutMs: number;
   versions: VersionSpec[];
 }
 

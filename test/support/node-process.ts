@@ -47,7 +47,8 @@ export class BerthProcess {
   #waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
   constructor(file: string, extraArgs: string[] = []) {
-    this.child = spawn(process.execPath, [BERTH_BIN, 'up', '-f', file, '--log-format', 'json', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Run as users do: the executable itself, so its shebang's runtime flags apply.
+    this.child = spawn(BERTH_BIN, ['up', '-f', file, '--log-format', 'json', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
     splitLines(this.child.stdout!, (line) => {
       let parsed: LogLine;

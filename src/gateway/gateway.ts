@@ -1,0 +1,302 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Agent } from 'undici';
+import type { Catalog } from '../catalog/catalog.js';
+import { BerthError, ErrorCodes, type ErrorCode } from '../errors.js';
+import type { ListenSpec, NodeSpec } from '../manifest/types.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Drainer } from '../supervisor/instance.js';
+import { requestIdOf, upstreamHeaders } from './headers.js';
+import type { GatewayObserver } from './observer.js';
+import { forward, type ProxyOutcome } from './proxy.js';
+import { compileRouteTable, type RouteTable } from './route-table.js';
+import { matchRoute, type RouteMatch } from './router.js';
+import type { Target } from './target.js';
+import { proxyUpgrade } from './upgrade.js';
+
+export interface GatewayDeps {
+  catalog: Catalog;
+  logger: Logger;
+  observer: GatewayObserver;
+  random?: () => number;
+}
+
+/** What a request's log line and metrics need, taken when it arrives. */
+interface RequestContext {
+  started: number;
+  requestId: string;
+  method: string;
+  path: string;
+  clientIp: string;
+  /** The declared Content-Length (0 for chunked bodies, which are streamed uncounted). */
+  bytesIn: number;
+}
+
+interface Listener {
+  key: string;
+  server: Server;
+  /** The bound port (differs from the declared one when that was 0). */
+  port: number;
+  /** The port as declared in the manifest: what routes are keyed by. */
+  declaredPort: number;
+  main: boolean;
+}
+
+/** Between a response's headers arriving and its body finishing, this much silence ends it. */
+const BODY_IDLE_TIMEOUT_MS = 300_000;
+/** Keep-alive connections to instances, per instance. */
+const CONNECTIONS_PER_INSTANCE = 256;
+
+/**
+ * The data plane: listeners → route → balancer → instance. The route table is
+ * compiled from the manifest's groups and the catalog whenever either changes
+ * and swapped in one assignment; a request reads the table once, at its start.
+ */
+export class Gateway implements Drainer {
+  readonly #deps: GatewayDeps;
+  readonly #log: Logger;
+  readonly #agent: Agent;
+  readonly #targets = new Map<string, Target>();
+  readonly #listeners = new Map<string, Listener>();
+  #spec: NodeSpec | undefined;
+  #table: RouteTable = { prefixes: [], hosts: new Map(), ports: new Map(), routes: 0, instances: 0, live: new Set() };
+  #rebuildQueued = false;
+  #unsubscribe: (() => void) | undefined;
+  #rebuildWaiters: (() => void)[] = [];
+
+  constructor(deps: GatewayDeps) {
+    this.#deps = deps;
+    this.#log = deps.logger.child({ component: 'gateway' });
+    this.#agent = new Agent({ connections: CONNECTIONS_PER_INSTANCE, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 });
+  }
+
+  /** URL of the main listener, and of each group with a port of its own. */
+  get urls(): { main: string; groups: Record<string, string> } {
+    const groups: Record<string, string> = {};
+    let main = '';
+    for (const l of this.#listeners.values()) {
+      const url = `http://${formatHost(l.key.slice(0, l.key.lastIndexOf(':')))}:${l.port}`;
+      if (l.main) main = url;
+      else groups[l.key.split('|')[1] ?? ''] = url;
+    }
+    return { main, groups };
+  }
+
+  /** The table in force (read-only; for the admin API and tests). */
+  get table(): RouteTable {
+    return this.#table;
+  }
+
+  /**
+   * Applies a manifest: opens listeners it adds, closes those it drops, and
+   * recompiles routes. The first call also starts following the catalog.
+   */
+  async configure(spec: NodeSpec): Promise<void> {
+    this.#spec = spec;
+    const wanted = new Map<string, { listen: ListenSpec; main: boolean; group?: string }>();
+    wanted.set(`${spec.gateway.listen.host}:${spec.gateway.listen.port}`, { listen: spec.gateway.listen, main: true });
+    for (const group of spec.groups) {
+      if (group.endpoint.kind !== 'port') continue;
+      const listen = { host: spec.gateway.listen.host, port: group.endpoint.port };
+      wanted.set(`${listen.host}:${listen.port}|${group.name}`, { listen, main: false, group: group.name });
+    }
+    for (const [key, listener] of this.#listeners) {
+      if (!wanted.has(key)) {
+        this.#listeners.delete(key);
+        await closeServer(listener.server);
+      }
+    }
+    for (const [key, want] of wanted) {
+      if (!this.#listeners.has(key)) this.#listeners.set(key, await this.#listen(key, want.listen, want.main));
+    }
+    this.#unsubscribe ??= this.#deps.catalog.subscribe(() => this.#queueRebuild());
+    this.#rebuild();
+  }
+
+  /** Drainer: resolves once the instance is out of the route table and its in-flight requests are done, or after `timeoutMs`. */
+  async waitIdle(instanceId: string, timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    const drained = (async () => {
+      while (this.#table.live.has(instanceId)) await new Promise<void>((resolve) => this.#rebuildWaiters.push(resolve));
+      await this.#targets.get(instanceId)?.idle();
+    })();
+    await Promise.race([drained, timeout]);
+    clearTimeout(timer);
+  }
+
+  async close(): Promise<void> {
+    this.#unsubscribe?.();
+    await Promise.all([...this.#listeners.values()].map((l) => closeServer(l.server)));
+    this.#listeners.clear();
+    await this.#agent.close();
+    for (const w of this.#rebuildWaiters.splice(0)) w();
+  }
+
+  #queueRebuild(): void {
+    if (this.#rebuildQueued) return;
+    this.#rebuildQueued = true;
+    // Coalesce a burst of catalog changes (start-up, a reload) into one rebuild.
+    queueMicrotask(() => {
+      this.#rebuildQueued = false;
+      this.#rebuild();
+    });
+  }
+
+  #rebuild(): void {
+    if (!this.#spec) return;
+    const started = performance.now();
+    this.#table = compileRouteTable({ groups: this.#spec.groups, instances: this.#deps.catalog.list(), targets: this.#targets, ...(this.#deps.random ? { random: this.#deps.random } : {}) });
+    this.#deps.observer.routeTableBuilt({ durationMs: performance.now() - started, routes: this.#table.routes, instances: this.#table.instances });
+    for (const w of this.#rebuildWaiters.splice(0)) w();
+  }
+
+  async #listen(key: string, listen: ListenSpec, main: boolean): Promise<Listener> {
+    const server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 300_000, headersTimeout: 60_000, noDelay: true });
+    const listener: Listener = { key, server, port: listen.port, declaredPort: listen.port, main };
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res, listener));
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head, listener));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientError(err, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new BerthError('BERTH_ERR_LISTEN', `gateway cannot listen on ${formatHost(listen.host)}:${listen.port}: ${err.code ?? err.message}`, { cause: err })),
+      );
+      server.listen({ host: listen.host, port: listen.port }, resolve);
+    });
+    const address = server.address();
+    listener.port = typeof address === 'object' && address ? address.port : listen.port;
+    this.#log.info({ event: 'gateway.listening', url: `http://${formatHost(listen.host)}:${listener.port}`, group: main ? undefined : key.split('|')[1] }, 'gateway listening');
+    return listener;
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse, listener: Listener): void {
+    this.#deps.observer.requestStarted();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    // Taken now: once the response is sent, Node may detach the socket from the request.
+    const ctx: RequestContext = {
+      started: performance.now(),
+      requestId: requestIdOf(req),
+      method: req.method ?? '',
+      path: q === -1 ? url : url.slice(0, q),
+      clientIp: req.socket.remoteAddress ?? '',
+      bytesIn: Number(req.headers['content-length'] ?? 0) || 0,
+    };
+    res.setHeader('x-request-id', ctx.requestId);
+    const match = matchRoute(this.#table, { url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
+    if (!match.ok) {
+      this.#answer(req, res, match.code, match.message, ctx.requestId);
+      this.#finish(ctx, match, null, ErrorCodes[match.code].status, 0, match.code);
+      return;
+    }
+    this.#send(req, res, match, ctx, 0);
+  }
+
+  /** Sends to an instance; a refused connection (nothing reached it) is tried once on another instance. */
+  #send(req: IncomingMessage, res: ServerResponse, match: Extract<RouteMatch, { ok: true }>, ctx: RequestContext, attempt: number): void {
+    const target = match.version.balancer.pick();
+    if (!target) {
+      const message = `no passing instance of ${match.service.service}@${match.version.version}`;
+      this.#answer(req, res, 'BERTH_ERR_NO_INSTANCE', message, ctx.requestId);
+      this.#finish(ctx, match, null, 503, 0, 'BERTH_ERR_NO_INSTANCE');
+      return;
+    }
+    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
+    target.acquire();
+    forward(
+      req,
+      res,
+      {
+        dispatcher: this.#agent,
+        origin: target.origin,
+        path: match.path,
+        headers: upstreamHeaders(req, { requestId: ctx.requestId, prefix: match.prefix, proto: 'http' }),
+        body: hasBody ? req : null,
+        headersTimeout: match.service.timeoutMs,
+        bodyTimeout: BODY_IDLE_TIMEOUT_MS,
+      },
+      (outcome: ProxyOutcome) => {
+        target.release();
+        if (outcome.ok) {
+          this.#finish(ctx, match, target.id, outcome.status, outcome.bytesOut, null);
+          return;
+        }
+        if (outcome.failure !== 'client') {
+          this.#deps.observer.upstreamFailed(outcome.failure, { group: match.group.name, service: match.service.service, version: match.version.version, instance: target.id });
+        }
+        if (outcome.failure === 'connect' && !hasBody && attempt === 0 && !res.headersSent && match.version.instances > 1) {
+          this.#send(req, res, match, ctx, attempt + 1);
+          return;
+        }
+        const status = outcome.failure === 'client' ? 499 : outcome.responded ? outcome.status : ErrorCodes[outcome.code].status;
+        if (!outcome.responded && outcome.failure !== 'client') this.#answer(req, res, outcome.code, outcome.message, ctx.requestId);
+        this.#finish(ctx, match, target.id, status, outcome.bytesOut, outcome.code);
+      },
+    );
+  }
+
+  #upgrade(req: IncomingMessage, socket: Socket, head: Buffer, listener: Listener): void {
+    const requestId = requestIdOf(req);
+    const match = matchRoute(this.#table, { url: req.url ?? '/', host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
+    const target = match.ok ? match.version.balancer.pick() : undefined;
+    if (!match.ok || !target) {
+      const code: ErrorCode = match.ok ? 'BERTH_ERR_NO_INSTANCE' : match.code;
+      const body = JSON.stringify({ code, message: match.ok ? 'no passing instance' : match.message, requestId });
+      socket.end(`HTTP/1.1 ${ErrorCodes[code].status} ${code}\r\ncontent-type: application/json\r\nx-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    target.acquire();
+    proxyUpgrade(req, socket, head, { target, path: match.path, requestId, prefix: match.prefix }, () => target.release());
+  }
+
+  /** The gateway's own answer: JSON with a stable code and the request id, never a stack trace. */
+  #answer(req: IncomingMessage, res: ServerResponse, code: ErrorCode, message: string, requestId: string): void {
+    if (res.headersSent || res.destroyed) return;
+    const body = JSON.stringify({ code, message, requestId });
+    res.writeHead(ErrorCodes[code].status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(code === 'BERTH_ERR_NO_INSTANCE' ? { 'retry-after': '1' } : {}) });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  #finish(ctx: RequestContext, match: RouteMatch, instance: string | null, status: number, bytesOut: number, error: string | null): void {
+    this.#deps.observer.requestFinished({
+      requestId: ctx.requestId,
+      method: ctx.method,
+      path: ctx.path,
+      group: match.ok ? match.group.name : match.group ?? null,
+      service: match.ok ? match.service.service : match.service ?? null,
+      version: match.ok ? match.version.version : null,
+      instance,
+      status,
+      bytesIn: ctx.bytesIn,
+      bytesOut,
+      durationMs: performance.now() - ctx.started,
+      clientIp: ctx.clientIp,
+      error,
+    });
+  }
+
+}
+
+/** Malformed HTTP from a client: answer 400 (431 for huge headers) and close; the node keeps serving. */
+function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable || (err.code === 'ECONNRESET')) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+  socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}

@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
+
+/** Headers the gateway sets itself; a client's copy is replaced, not forwarded. */
+const OWN = new Set(['x-request-id', 'x-forwarded-prefix', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-for', 'expect']);
+
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/** The client's request id when it is sane (visible ASCII, at most 200 chars), else a new UUID. */
+export function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+export interface ForwardedInfo {
+  requestId: string;
+  prefix: string;
+  proto: 'http' | 'https';
+}
+
+/**
+ * The headers an instance receives: the client's, less hop-by-hop ones and
+ * those named in its Connection header, plus X-Forwarded-* and the request id.
+ * Built from rawHeaders as a flat list: no header object is materialised.
+ */
+export function upstreamHeaders(req: IncomingMessage, info: ForwardedInfo): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  let connection: string | undefined;
+  let forwardedFor: string | undefined;
+  let host: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'connection') connection = connection ? `${connection},${raw[i + 1]}` : raw[i + 1];
+    else if (lower === 'x-forwarded-for') forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1];
+    else if (lower === 'host') host = raw[i + 1];
+    if (HOP_BY_HOP.has(lower) || OWN.has(lower)) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  if (connection) stripConnectionTokens(out, connection);
+  const client = req.socket.remoteAddress ?? '';
+  out.push(
+    'x-forwarded-for', forwardedFor ? `${forwardedFor}, ${client}` : client,
+    'x-forwarded-proto', info.proto,
+    'x-forwarded-prefix', info.prefix,
+    'x-request-id', info.requestId,
+  );
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  return out;
+}
+
+/** Removes from a flat header list every header the Connection header names (RFC 9110 §7.6.1). */
+function stripConnectionTokens(flat: string[], connection: string): void {
+  const named = new Set(connection.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== 'close' && t !== 'keep-alive'));
+  if (named.size === 0) return;
+  for (let i = flat.length - 2; i >= 0; i -= 2) {
+    if (named.has(flat[i]!.toLowerCase())) flat.splice(i, 2);
+  }
+}
+
+/** Response headers from an instance, less hop-by-hop ones, ready for `writeHead`. */
+export function downstreamHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const connection = headers.connection;
+  const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((t) => t.trim()) : [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
+    out[name] = value;
+  }
+  return out;
+}

@@ -1,0 +1,129 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { ErrorCode } from '../errors.js';
+import type { UpstreamFailure } from './observer.js';
+import { downstreamHeaders } from './headers.js';
+
+/** How a forwarded request ended, for the gateway to log, count and answer. */
+export type ProxyOutcome =
+  | { ok: true; status: number; bytesOut: number }
+  | { ok: false; failure: UpstreamFailure | 'client'; code: ErrorCode; message: string; responded: boolean; bytesOut: number; status: number };
+
+export interface ForwardOptions {
+  dispatcher: Dispatcher;
+  origin: string;
+  path: string;
+  headers: string[];
+  body: IncomingMessage | null;
+  headersTimeout: number;
+  bodyTimeout: number;
+}
+
+/**
+ * Streams one request to an instance and its response back, both ways without
+ * buffering: the instance's body is paused while the client cannot keep up.
+ * The client going away aborts the upstream request down to its socket.
+ */
+export function forward(req: IncomingMessage, res: ServerResponse, options: ForwardOptions, done: (outcome: ProxyOutcome) => void): void {
+  const handler = new ProxyHandler(res, done);
+  res.on('close', handler.onClientClose);
+  options.dispatcher.dispatch(
+    {
+      origin: options.origin,
+      path: options.path,
+      method: req.method as Dispatcher.HttpMethod,
+      headers: options.headers,
+      body: options.body,
+      headersTimeout: options.headersTimeout,
+      bodyTimeout: options.bodyTimeout,
+      // Bodies are streamed from the client: they cannot be replayed, so no automatic retry here.
+      idempotent: false,
+    },
+    handler,
+  );
+}
+
+class ProxyHandler implements Dispatcher.DispatchHandler {
+  readonly #res: ServerResponse;
+  readonly #done: (outcome: ProxyOutcome) => void;
+  #controller: Dispatcher.DispatchController | undefined;
+  #status = 0;
+  #bytes = 0;
+  #finished = false;
+  #paused = false;
+
+  constructor(res: ServerResponse, done: (outcome: ProxyOutcome) => void) {
+    this.#res = res;
+    this.#done = done;
+  }
+
+  readonly onClientClose = (): void => {
+    if (this.#finished) return;
+    // The client left before the response was complete: cancel the work at the instance too.
+    this.#controller?.abort(new ClientGone());
+  };
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#res.destroyed) controller.abort(new ClientGone());
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is answered by the listener)
+    this.#status = statusCode;
+    this.#res.writeHead(statusCode, downstreamHeaders(headers));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#bytes += chunk.length;
+    if (!this.#res.write(chunk) && !this.#paused) {
+      this.#paused = true;
+      controller.pause();
+      this.#res.once('drain', () => {
+        this.#paused = false;
+        controller.resume();
+      });
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#finished = true;
+    this.#res.end();
+    this.#done({ ok: true, status: this.#status, bytesOut: this.#bytes });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    const outcome = classify(err);
+    const responded = this.#res.headersSent;
+    // Headers already went out: the only honest signal left is to cut the response.
+    if (responded) this.#res.destroy(err);
+    this.#done({ ...outcome, responded, bytesOut: this.#bytes, status: responded ? this.#status : 0 });
+  }
+}
+
+class ClientGone extends Error {
+  override name = 'ClientGone';
+  constructor() {
+    super('the client closed the connection');
+  }
+}
+
+function classify(err: Error): { ok: false; failure: UpstreamFailure | 'client'; code: ErrorCode; message: string } {
+  if (err instanceof ClientGone) return { ok: false, failure: 'client', code: 'BERTH_ERR_UPSTREAM_RESET', message: err.message };
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return { ok: false, failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: 'the instance did not answer in time' };
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return { ok: false, failure: 'connect', code: 'BERTH_ERR_UPSTREAM_CONNECT', message: `cannot connect to the instance (${code})` };
+    default:
+      return { ok: false, failure: 'reset', code: 'BERTH_ERR_UPSTREAM_RESET', message: `the instance closed the connection (${code ?? err.message})` };
+  }
+}

@@ -1,0 +1,51 @@
+import type { IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { upstreamHeaders } from './headers.js';
+import type { Target } from './target.js';
+
+export interface UpgradeRoute {
+  target: Target;
+  path: string;
+  requestId: string;
+  prefix: string;
+}
+
+/**
+ * HTTP/1.1 upgrade (WebSocket): the request head is replayed to the instance
+ * with the gateway's forwarding headers (Connection/Upgrade kept, as the
+ * handshake needs them), then bytes flow both ways untouched. Whatever the
+ * instance answers — 101 or a refusal — reaches the client as sent.
+ */
+export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer, route: UpgradeRoute, done: () => void): void {
+  const upstream = connect({ host: route.target.address, port: route.target.port });
+  let finished = false;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    client.destroy();
+    upstream.destroy();
+    done();
+  };
+  upstream.setNoDelay(true);
+  client.setNoDelay(true);
+  upstream.once('connect', () => {
+    const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: 'http' });
+    const lines = [`${req.method} ${route.path} HTTP/1.1`];
+    for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
+    lines.push(`connection: upgrade`, `upgrade: ${req.headers.upgrade ?? 'websocket'}`);
+    upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head.length > 0) upstream.write(head);
+    upstream.pipe(client);
+    client.pipe(upstream);
+  });
+  upstream.once('error', () => {
+    if (!upstream.readyState || upstream.connecting) {
+      const body = JSON.stringify({ code: 'BERTH_ERR_UPSTREAM_CONNECT', message: 'cannot connect to the instance', requestId: route.requestId });
+      client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    }
+    finish();
+  });
+  upstream.once('close', finish);
+  client.once('error', finish);
+  client.once('close', finish);
+}

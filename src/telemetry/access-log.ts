@@ -1,0 +1,41 @@
+import type { GatewayObserver, RequestRecord } from '../gateway/observer.js';
+import type { Logger } from './logger.js';
+
+/**
+ * One line per request, with the request id that the instance also received,
+ * so a request can be followed from the edge into the service's own lines.
+ */
+export class AccessLog implements GatewayObserver {
+  readonly #log: Logger;
+
+  constructor(logger: Logger) {
+    this.#log = logger.child({ event: 'access' });
+  }
+
+  requestStarted(): void {}
+
+  requestFinished(r: RequestRecord): void {
+    this.#log.info(
+      {
+        requestId: r.requestId,
+        method: r.method,
+        path: r.path,
+        status: r.status,
+        group: r.group,
+        service: r.service,
+        version: r.version,
+        instance: r.instance,
+        bytesIn: r.bytesIn,
+        bytesOut: r.bytesOut,
+        durationMs: Math.round(r.durationMs * 100) / 100,
+        clientIp: r.clientIp,
+        ...(r.error ? { error: r.error } : {}),
+      },
+      `${r.method} ${r.path} ${r.status} ${r.durationMs.toFixed(1)}ms`,
+    );
+  }
+
+  upstreamFailed(): void {}
+
+  routeTableBuilt(): void {}
+}
