@@ -1,10 +1,17 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import { readFileSync } from 'node:fs';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import semver from 'semver';
 import type { Catalog } from '../catalog/catalog.js';
-import { INSTANCE_STATUSES, type InstanceStatus } from '../catalog/types.js';
-import { BerthError, isBerthError } from '../errors.js';
-import type { ListenSpec, NodeSpec } from '../manifest/types.js';
+import { INSTANCE_STATUSES, type InstanceRecord, type InstanceStatus } from '../catalog/types.js';
+import { BerthError, isBerthError, type ErrorDetail } from '../errors.js';
+import type { EndpointSpec, ListenSpec, NodeSpec } from '../manifest/types.js';
+import { validateRegistration, type HeartbeatStatus, type RegistrationInput, type Registrations } from '../registry/registrations.js';
 import type { Logger } from '../telemetry/logger.js';
+import { formatPlan, type Plan } from '../manifest/diff.js';
+import type { ApplyResult } from '../supervisor/supervisor.js';
 import type { NodeInfo } from '../node.js';
+import { routeSchemas, sharedSchemas, swaggerOptions, validationDetails } from './openapi.js';
 
 export interface AdminDeps {
   listen: ListenSpec;
@@ -13,6 +20,14 @@ export interface AdminDeps {
   /** The manifest in force (it changes on reload). */
   spec: () => NodeSpec;
   node: () => NodeInfo | undefined;
+  /** Whether the node has finished starting (`/readyz`). */
+  ready: () => boolean;
+  /** External registrations: `/v1/registrations`. */
+  registrations: Pick<Registrations, 'register' | 'heartbeat' | 'deregister'>;
+  /** Prometheus exposition for `GET /metrics`; the route exists only when given. */
+  metrics?: { readonly contentType: string; text(): Promise<string> };
+  /** Reload without restart: `GET /v1/plan`, `POST /v1/reload`; the routes exist only when given. */
+  reload?: ReloadDeps;
 }
 
 export interface AdminServer {
@@ -29,15 +44,49 @@ export interface ServiceSummary {
   passing: number;
 }
 
-/** The admin API: REST over the catalog. Read-only in this release. */
-export function buildAdminApi(deps: AdminDeps): FastifyInstance {
-  const app = Fastify({ logger: false, return503OnClosing: true, forceCloseConnections: 'idle' });
+export interface GroupSummary {
+  name: string;
+  endpoint: EndpointSpec;
+  services: { name: string; stable: string | null; versions: string[]; instances: number; passing: number }[];
+}
 
-  app.setErrorHandler((err, _request, reply) => {
+/** What `/v1/discovery/{service}` answers per passing instance. */
+export interface DiscoveredInstance {
+  id: string;
+  group: string;
+  service: string;
+  version: string;
+  address: string;
+  port: number;
+  weight: number;
+  node: string;
+  source: InstanceRecord['source'];
+  tags: string[];
+}
+
+const BERTH_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** The admin API: REST over the catalog, discovery and external registrations, described by `/openapi.json`. */
+export function buildAdminApi(deps: AdminDeps): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    // Every problem of a request at once, and unknown fields refused rather than silently dropped.
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, allowUnionTypes: true } },
+  });
+
+  app.setErrorHandler((err: FastifyError, _request, reply) => {
     if (isBerthError(err)) return reply.status(err.status).send(err.toJSON());
-    const status = (err as { statusCode?: number }).statusCode;
+    if (err.validation) {
+      const context = err.validationContext ?? 'request';
+      const details = validationDetails(err.validation, context);
+      const message = `invalid ${context}: ${details.map((d) => `${d.where} ${d.message}`).join('; ')}`;
+      return reply.status(400).send(new BerthError('BERTH_ERR_BAD_REQUEST', message, { details }).toJSON());
+    }
+    const status = err.statusCode;
     if (status && status >= 400 && status < 500) {
-      return reply.status(status).send({ code: 'BERTH_ERR_BAD_REQUEST', message: (err as Error).message });
+      return reply.status(status).send({ code: 'BERTH_ERR_BAD_REQUEST', message: err.message });
     }
     deps.logger.error({ err }, 'admin API error');
     return reply.status(500).send(new BerthError('BERTH_ERR_INTERNAL', 'internal error; see the node log').toJSON());
@@ -46,28 +95,170 @@ export function buildAdminApi(deps: AdminDeps): FastifyInstance {
     reply.status(404).send(new BerthError('BERTH_ERR_NOT_FOUND', `no route ${request.method} ${request.url}`).toJSON()),
   );
 
-  app.get('/healthz', () => ({ status: 'ok', node: deps.node()?.name ?? null }));
+  // A heartbeat's body is optional: accept an empty body sent with a JSON content type (some clients always send one).
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') return done(null, undefined);
+    return parseJson(request, body as string, done);
+  });
 
-  app.get('/v1/node', () => deps.node() ?? null);
+  for (const schema of sharedSchemas) app.addSchema(schema);
+  // Registered before the routes so that its onRoute hook sees every one of them.
+  void app.register(swagger, swaggerOptions(BERTH_VERSION));
+  void app.register((api, _options, done) => {
+    routes(api, deps);
+    done();
+  });
+  return app;
+}
 
-  app.get('/v1/services', (): ServiceSummary[] => serviceSummaries(deps.spec(), deps.catalog));
+function routes(app: FastifyInstance, deps: AdminDeps): void {
+  app.get('/healthz', { schema: routeSchemas.healthz }, () => ({ status: 'ok', node: deps.node()?.name ?? null }));
 
-  app.get<{ Querystring: { status?: string } }>('/v1/instances', (request) => {
+  app.get('/readyz', { schema: routeSchemas.readyz }, (_request, reply) =>
+    deps.ready() ? reply.send({ status: 'ready' }) : reply.status(503).send({ status: 'starting' }),
+  );
+
+  app.get('/openapi.json', { schema: routeSchemas.openapi }, () => app.swagger());
+
+  app.get('/v1/node', { schema: routeSchemas.node }, () => deps.node() ?? null);
+
+  app.get('/v1/services', { schema: routeSchemas.services }, (): ServiceSummary[] => serviceSummaries(deps.spec(), deps.catalog));
+
+  app.get('/v1/groups', { schema: routeSchemas.groups }, (): GroupSummary[] => groupSummaries(deps.spec(), deps.catalog));
+
+  app.get<{ Querystring: { status?: string } }>('/v1/instances', { schema: routeSchemas.instances }, (request) => {
     const statuses = parseStatuses(request.query.status);
     return deps.catalog.list(statuses ? { statuses } : {});
   });
 
-  app.get<{ Params: { service: string }; Querystring: { status?: string } }>('/v1/services/:service/instances', (request) => {
-    const { service } = request.params;
-    if (!serviceSummaries(deps.spec(), deps.catalog).some((s) => s.service === service)) {
-      throw new BerthError('BERTH_ERR_NOT_FOUND', `no service named "${service}"`);
+  app.get<{ Params: { service: string }; Querystring: { status?: string } }>(
+    '/v1/services/:service/instances',
+    { schema: routeSchemas.serviceInstances },
+    (request) => {
+      const { service } = request.params;
+      assertServiceKnown(deps, service);
+      const statuses = parseStatuses(request.query.status);
+      return deps.catalog.list(statuses ? { service, statuses } : { service });
+    },
+  );
+
+  app.get<{ Params: { service: string }; Querystring: { version?: string } }>(
+    '/v1/discovery/:service',
+    { schema: routeSchemas.discovery },
+    (request): DiscoveredInstance[] => {
+      const { service } = request.params;
+      const range = parseRange(request.query.version);
+      assertServiceKnown(deps, service);
+      return deps.catalog
+        .list({ service, statuses: ['passing'] })
+        .filter((r) => range === undefined || semver.satisfies(r.version, range))
+        .map(discovered);
+    },
+  );
+
+  app.post<{ Body: RegistrationInput }>('/v1/registrations', { schema: routeSchemas.register }, async (request, reply) => {
+    const input = request.body;
+    const problems = [...validateRegistration(input).problems.map(inBody), ...placementProblems(deps, input)];
+    if (problems.length > 0) {
+      throw new BerthError('BERTH_ERR_BAD_REQUEST', `registration of "${input.service}" is invalid: ${problems.map((p) => `${p.where} ${p.message}`).join('; ')}`, {
+        details: problems,
+      });
     }
-    const statuses = parseStatuses(request.query.status);
-    return deps.catalog.list(statuses ? { service, statuses } : { service });
+    const record = await deps.registrations.register(input);
+    return reply.status(201).send(record);
   });
 
-  return app;
+  app.put<{ Params: { id: string }; Body: { status?: HeartbeatStatus; output?: string } | undefined }>(
+    '/v1/registrations/:id/heartbeat',
+    {
+      schema: routeSchemas.heartbeat,
+      // No body at all is a plain `passing` heartbeat (Consul's `PUT /v1/agent/check/pass/:id` takes none).
+      preValidation: (request, _reply, done) => {
+        request.body ??= {};
+        done();
+      },
+    },
+    (request) => deps.registrations.heartbeat(request.params.id, request.body?.status, request.body?.output),
+  );
+
+  app.delete<{ Params: { id: string } }>('/v1/registrations/:id', { schema: routeSchemas.deregister }, async (request, reply) => {
+    await deps.registrations.deregister(request.params.id);
+    return reply.status(204).send();
+  });
+
+  if (deps.reload) reloadRoutes(app, deps.reload);
+
+  const metrics = deps.metrics;
+  if (metrics) {
+    app.get(
+      '/metrics',
+      {
+        schema: {
+          summary: 'Prometheus metrics of this node: gateway, catalog and process (docs/metrics.md)',
+          tags: ['node'],
+          response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
+      },
+      // The reply carries a non-JSON content type, so Fastify sends the text as is (no serializer).
+      async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()),
+    );
+  }
 }
+
+// ---- Reload without restart (docs/reload.md) -------------------------------
+
+/** What the reload routes use of the node. */
+export interface ReloadDeps {
+  /** Re-reads and validates the manifest file; what a reload would change. Throws the manifest's BerthError. */
+  plan(): Promise<Plan>;
+  /** Re-reads, validates and applies the manifest file. Throws the manifest's BerthError, or BERTH_ERR_RELOAD_REFUSED. */
+  reload(): Promise<{ plan: Plan; result: ApplyResult }>;
+}
+
+const RELOAD_ERROR = (description: string): Record<string, unknown> => ({ description, $ref: 'Error#' });
+// Plans and results are documented in docs/reload.md; `additionalProperties` keeps the serializer from dropping their fields.
+const PLAN_SCHEMA = { type: 'object', additionalProperties: true, description: 'added, removed, scaled, replaced, groupsAdded, groupsRemoved, endpoints, stable, settings, restartRequired' };
+const RESULT_SCHEMA = { type: 'object', additionalProperties: true, description: 'started, stopped, replaced, failed: [{ key, reason }]' };
+
+function reloadRoutes(app: FastifyInstance, reload: ReloadDeps): void {
+  app.get(
+    '/v1/plan',
+    {
+      schema: {
+        summary: 'What reloading the manifest file would change; applies nothing',
+        tags: ['node'],
+        response: {
+          200: { description: 'The changes, as data and as text', type: 'object', required: ['changes', 'text'], properties: { changes: PLAN_SCHEMA, text: { type: 'string' } } },
+          400: RELOAD_ERROR('The manifest is missing, not YAML or invalid; `details` has every problem with file:line:col'),
+        },
+      },
+    },
+    async () => {
+      const changes = await reload.plan();
+      return { changes, text: formatPlan(changes) };
+    },
+  );
+
+  app.post(
+    '/v1/reload',
+    {
+      schema: {
+        summary: 'Re-read the manifest file and apply it without a restart (rolling replacement of changed versions)',
+        tags: ['node'],
+        response: {
+          200: { description: 'Applied; `result.failed` lists versions whose rollout failed (their old instances keep running)', type: 'object', required: ['plan', 'result'], properties: { plan: PLAN_SCHEMA, result: RESULT_SCHEMA } },
+          400: RELOAD_ERROR('The manifest is missing, not YAML or invalid: nothing changed; `details` has every problem'),
+          409: RELOAD_ERROR('BERTH_ERR_RELOAD_REFUSED: a change needs a restart (listed in `details`), or the node is starting or stopping; nothing changed'),
+        },
+      },
+    },
+    () => reload.reload(),
+  );
+}
+
+// ---- end of reload ----------------------------------------------------------
 
 export async function startAdminServer(deps: AdminDeps): Promise<AdminServer> {
   const app = buildAdminApi(deps);
@@ -110,6 +301,77 @@ export function serviceSummaries(spec: NodeSpec, catalog: Catalog): ServiceSumma
     if (record.status === 'passing') summary.passing++;
   }
   return [...byName.values()].sort((a, b) => a.group.localeCompare(b.group) || a.service.localeCompare(b.service));
+}
+
+/**
+ * Every group of the manifest, in manifest order, with its services: the
+ * declared ones and those registered into it from outside. Instances of a
+ * group the manifest no longer has are listed by `/v1/services` only.
+ */
+export function groupSummaries(spec: NodeSpec, catalog: Catalog): GroupSummary[] {
+  const services = serviceSummaries(spec, catalog);
+  return spec.groups.map((group) => ({
+    name: group.name,
+    endpoint: group.endpoint,
+    services: services
+      .filter((s) => s.group === group.name)
+      .map((s) => ({ name: s.service, stable: s.stable, versions: s.versions, instances: s.instances, passing: s.passing })),
+  }));
+}
+
+function discovered(record: InstanceRecord): DiscoveredInstance {
+  return {
+    id: record.id,
+    group: record.group,
+    service: record.service,
+    version: record.version,
+    address: record.address,
+    port: record.port,
+    weight: record.weight,
+    node: record.node,
+    source: record.source,
+    tags: record.registration?.tags ?? [],
+  };
+}
+
+function assertServiceKnown(deps: AdminDeps, service: string): void {
+  if (!serviceSummaries(deps.spec(), deps.catalog).some((s) => s.service === service)) {
+    throw new BerthError('BERTH_ERR_NOT_FOUND', `no service named "${service}"`);
+  }
+}
+
+/**
+ * An external instance joins a group of the manifest (the gateway serves it
+ * at that group's endpoint), and a service lives in one group only: the
+ * manifest's rule, kept for registered services too.
+ */
+function placementProblems(deps: AdminDeps, input: RegistrationInput): ErrorDetail[] {
+  const spec = deps.spec();
+  if (!spec.groups.some((g) => g.name === input.group)) {
+    const known = spec.groups.map((g) => g.name).join(', ');
+    return [{ where: 'body.group', message: `no group "${input.group}" in the manifest (groups: ${known || 'none'})` }];
+  }
+  const owner = serviceSummaries(spec, deps.catalog).find((s) => s.service === input.service && s.group !== input.group);
+  if (owner !== undefined) {
+    return [{ where: 'body.service', message: `service "${input.service}" belongs to group "${owner.group}"; a service lives in one group` }];
+  }
+  return [];
+}
+
+function inBody(detail: ErrorDetail): ErrorDetail {
+  return { ...detail, where: detail.where ? `body.${detail.where}` : 'body' };
+}
+
+/** The `version` query as a semver range; undefined when absent (every version). */
+function parseRange(text: string | undefined): string | undefined {
+  if (text === undefined || text.trim() === '') return undefined;
+  const range = semver.validRange(text);
+  if (range === null) {
+    throw new BerthError('BERTH_ERR_BAD_REQUEST', `"${text}" is not a semver range`, {
+      details: [{ where: 'query.version', message: 'must be a semver range like ^2, 1.x, >=1.2 <2 or 2.1.0' }],
+    });
+  }
+  return range;
 }
 
 function parseStatuses(text: string | undefined): InstanceStatus[] | undefined {
