@@ -4,6 +4,11 @@ set -euo pipefail
 need=()
 command -v bash >/dev/null || need+=(bash)
 command -v ps >/dev/null || need+=(procps)
+# The Prometheus server (and promtool) that test/e2e/prometheus.test.ts runs to scrape a real node.
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+# wrk and nginx for bench/gateway (npm run bench:gateway): the load generator and the reference proxy.
+command -v wrk >/dev/null || need+=(wrk)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
