@@ -18,6 +18,14 @@ export const ErrorCodes = {
   BERTH_ERR_INTERNAL: { status: 500, retryable: false, summary: 'A bug in Berth; the log has the stack trace, the response never does.' },
   BERTH_ERR_STORE_COMPACTED: { status: 410, retryable: false, summary: 'A watch asked to resume from a revision older than the store still holds; list again and watch from the new revision.' },
   BERTH_ERR_CATALOG_CLOSED: { status: 503, retryable: false, summary: 'An operation was attempted on a catalog that was closed.' },
+  BERTH_ERR_RELOAD_REFUSED: { status: 409, retryable: false, summary: 'A reload was refused: the new manifest changes a setting that needs a restart, or the node is not running.' },
+  BERTH_ERR_NO_ROUTE: { status: 404, retryable: false, summary: 'The gateway has no route for the request: no group, service or version matches it.' },
+  BERTH_ERR_NO_INSTANCE: { status: 503, retryable: true, summary: 'The route exists but no instance of the selected version is passing.' },
+  BERTH_ERR_BAD_VERSION: { status: 400, retryable: false, summary: 'The Accept-Version header is not a semver range.' },
+  BERTH_ERR_UPSTREAM_CONNECT: { status: 502, retryable: true, summary: 'The gateway could not connect to the instance it picked.' },
+  BERTH_ERR_UPSTREAM_RESET: { status: 502, retryable: true, summary: 'The instance closed the connection before a complete response.' },
+  BERTH_ERR_UPSTREAM_TIMEOUT: { status: 504, retryable: true, summary: 'The instance did not answer within the route timeout.' },
+  BERTH_ERR_REGISTRATION_CONFLICT: { status: 409, retryable: false, summary: 'The registration request conflicts with the instance: it is supervised, checked over HTTP (no heartbeats), or tracked by another node.' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

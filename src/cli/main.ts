@@ -4,6 +4,8 @@ import { ExitCode } from './exit-codes.js';
 import { up } from './commands/up.js';
 import { status } from './commands/status.js';
 import { validate } from './commands/validate.js';
+import { reload } from './commands/reload.js';
+import { plan } from './commands/plan.js';
 
 const DEFAULT_MANIFEST = 'berth.yaml';
 
@@ -38,6 +40,26 @@ export async function main(argv: readonly string[]): Promise<number> {
         exitCode = await status(opts, process.stdout);
       });
   }
+
+  program
+    .command('reload')
+    .description('make the running node re-read its manifest and apply it without a restart (changed versions are replaced one instance at a time)')
+    .option('-f, --file <file>', 'manifest whose node to reload (finds its admin address); the node re-reads the file it runs', DEFAULT_MANIFEST)
+    .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+    .option('--json', 'print JSON for scripts')
+    .action(async (opts: { file: string; admin?: string; json?: boolean }) => {
+      exitCode = await reload(opts, process.stdout, process.stderr);
+    });
+
+  program
+    .command('plan')
+    .description('print what `berth reload` would change on the running node; applies nothing')
+    .option('-f, --file <file>', 'manifest whose node to ask (finds its admin address); the node reads the file it runs', DEFAULT_MANIFEST)
+    .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+    .option('--json', 'print JSON for scripts')
+    .action(async (opts: { file: string; admin?: string; json?: boolean }) => {
+      exitCode = await plan(opts, process.stdout, process.stderr);
+    });
 
   program
     .command('validate')

@@ -64,6 +64,7 @@ export class InstanceController {
   #healthRestart = false;
   #lastWriteAt = 0;
   #writes: Promise<void> = Promise.resolve();
+  readonly #statusListeners = new Set<(record: Readonly<InstanceRecord>) => void>();
 
   constructor(spec: VersionSpec, deps: InstanceDeps, id = newInstanceId(spec.service, spec.version)) {
     this.id = id;
@@ -106,6 +107,44 @@ export class InstanceController {
 
   get status(): InstanceStatus {
     return this.#record.status;
+  }
+
+  /**
+   * Calls `listener` with a snapshot of the record at every status change
+   * (`starting → passing`, `passing → draining`…). Returns the unsubscribe.
+   */
+  onStatus(listener: (record: Readonly<InstanceRecord>) => void): () => void {
+    this.#statusListeners.add(listener);
+    return () => this.#statusListeners.delete(listener);
+  }
+
+  /**
+   * Resolves with the record once `pred` holds for it (now or at a later
+   * status change) and that record has reached the sink, so whoever follows
+   * the catalog (the gateway) has seen it too. Rejects with the signal's
+   * reason when `signal` aborts first.
+   */
+  waitForStatus(pred: (record: Readonly<InstanceRecord>) => boolean, signal?: AbortSignal): Promise<InstanceRecord> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason as Error);
+        return;
+      }
+      const settle = (record: Readonly<InstanceRecord>): void => {
+        off();
+        signal?.removeEventListener('abort', onAbort);
+        void this.flush().then(() => resolve({ ...record }));
+      };
+      const onAbort = (): void => {
+        off();
+        reject(signal?.reason as Error);
+      };
+      const off = this.onStatus((record) => {
+        if (pred(record)) settle(record);
+      });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (pred(this.#record)) settle({ ...this.#record });
+    });
   }
 
   /** Starts the first process; a spawn failure is handled like a crash (restart with backoff). */
@@ -254,17 +293,16 @@ export class InstanceController {
     const uptime = this.#deps.clock.now() - startedAt;
     const how = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
     const lastExit = this.#exitInfo(exit);
-    this.#log.warn({ event: Events.instanceExited, code: exit.code, signal: exit.signal, uptimeMs: uptime }, how);
-
     const healthRestart = this.#healthRestart;
     this.#healthRestart = false;
     const clean = exit.code === 0 && exit.signal === null;
     const policy = this.spec.restart.policy;
-    if (!healthRestart && (policy === 'never' || (policy === 'on-failure' && clean))) {
-      this.#update({ status: clean ? 'stopped' : 'failed', pid: null, startedAt: null, lastExit, reason: `${how} (restart: ${policy})` });
-      return;
-    }
-    this.#update({ pid: null, startedAt: null, lastExit });
+    const final = !healthRestart && (policy === 'never' || (policy === 'on-failure' && clean));
+    // The record changes first (the gateway drops the instance on it), then the log line says so.
+    if (final) this.#update({ status: clean ? 'stopped' : 'failed', pid: null, startedAt: null, lastExit, reason: `${how} (restart: ${policy})` });
+    else this.#update({ status: 'critical', pid: null, startedAt: null, lastExit, reason: how });
+    this.#log.warn({ event: Events.instanceExited, code: exit.code, signal: exit.signal, uptimeMs: uptime }, how);
+    if (final) return;
     this.#scheduleRestart(healthRestart ? 'health check critical' : how, uptime);
   }
 
@@ -297,11 +335,20 @@ export class InstanceController {
 
   #update(patch: Partial<InstanceRecord>): void {
     const now = this.#deps.clock.now();
+    const before = this.#record.status;
     Object.assign(this.#record, patch, { updatedAt: new Date(now).toISOString() });
     this.#lastWriteAt = now;
     const snapshot = { ...this.#record };
     this.#writes = this.#writes
       .then(() => this.#deps.sink.put(snapshot))
       .catch((err: unknown) => this.#log.error({ err }, 'cannot write instance record to the catalog'));
+    if (snapshot.status === before) return;
+    for (const listener of [...this.#statusListeners]) {
+      try {
+        listener(snapshot);
+      } catch (err) {
+        this.#log.error({ err }, 'a status listener threw');
+      }
+    }
   }
 }

@@ -57,14 +57,15 @@ describe('InstanceController restart policy (real processes, fake clock)', () =>
     const sink = new RecordingSink();
     const c = controller(spec('process.exit(3)'), sink, clock);
     const delays: number[] = [];
-    let waiting = sink.next((r) => r.status === 'critical' || r.status === 'failed');
+    const scheduled = (r: InstanceRecord): boolean => r.status === 'critical' && /restarting in/.test(r.reason ?? '');
+    let waiting = sink.next((r) => scheduled(r) || r.status === 'failed');
     await c.start();
     for (;;) {
       const r = await waiting;
       if (r.status === 'failed') break;
       const delay = Number(/restarting in (\d+)ms/.exec(r.reason ?? '')?.[1]);
       delays.push(delay);
-      waiting = sink.next((x) => (x.status === 'critical' && x.restarts === r.restarts + 1) || x.status === 'failed');
+      waiting = sink.next((x) => (scheduled(x) && x.restarts === r.restarts + 1) || x.status === 'failed');
       // Nothing restarts before the backoff has passed on the clock.
       clock.advance(delay - 1);
       assert.equal(c.record.restarts, r.restarts);
@@ -84,7 +85,7 @@ describe('InstanceController restart policy (real processes, fake clock)', () =>
     await c.start();
     let r = await running;
     for (const expected of [100, 150]) {
-      const critical = sink.next((x) => x.status === 'critical');
+      const critical = sink.next((x) => x.status === 'critical' && /restarting in/.test(x.reason ?? ''));
       process.kill(r.pid!, 'SIGUSR2');
       assert.match((await critical).reason ?? '', new RegExp(`restarting in ${expected}ms`));
       const again = sink.next((x) => x.pid !== null);
@@ -93,7 +94,7 @@ describe('InstanceController restart policy (real processes, fake clock)', () =>
     }
     // This run lasts past stableAfter (10s) on the clock: its exit starts the curve over.
     clock.advance(10_000);
-    const critical = sink.next((x) => x.status === 'critical');
+    const critical = sink.next((x) => x.status === 'critical' && /restarting in/.test(x.reason ?? ''));
     process.kill(r.pid!, 'SIGUSR2');
     assert.match((await critical).reason ?? '', /restarting in 100ms/);
   });

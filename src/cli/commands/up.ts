@@ -13,7 +13,7 @@ export interface UpOptions {
   logLevel?: string;
 }
 
-/** `berth up`: runs a node in the foreground until SIGINT or SIGTERM. */
+/** `berth up`: runs a node in the foreground until SIGINT or SIGTERM; SIGHUP reloads its manifest. */
 export async function up(options: UpOptions): Promise<ExitCode> {
   let spec: NodeSpec;
   try {
@@ -32,15 +32,28 @@ export async function up(options: UpOptions): Promise<ExitCode> {
 
   // Listen before starting, so a signal during start-up still stops what was started.
   const stopSignal = waitForStopSignal();
+  // SIGHUP reloads, as for nginx. Handled from the start: its default action would kill the node.
+  // The node logs every outcome (node.reloaded / node.reload-failed); a bad manifest keeps the running one.
+  const onHangup = (): void => {
+    node.reload().catch((err: unknown) => {
+      if (!isBerthError(err)) logger.error({ err }, 'reload failed');
+    });
+  };
+  process.on('SIGHUP', onHangup);
   try {
     await node.start();
   } catch (err) {
     logger.error({ err: isBerthError(err) ? err.toJSON() : err }, isBerthError(err) ? err.message : 'the node failed to start');
     stopSignal.cancel();
+    process.off('SIGHUP', onHangup);
     return ExitCode.FAILURE;
   }
 
   const signal = await stopSignal.promise;
+  // While stopping, a hangup neither reloads nor kills the node halfway.
+  const ignoreHangup = (): void => logger.warn('SIGHUP ignored: the node is stopping');
+  process.off('SIGHUP', onHangup);
+  process.on('SIGHUP', ignoreHangup);
   logger.info({ signal }, `${signal} received: stopping every instance within its grace (again to force)`);
   const force = (): void => {
     logger.warn('second signal: exiting now; the watchdog kills what is left');
@@ -50,6 +63,7 @@ export async function up(options: UpOptions): Promise<ExitCode> {
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
   await node.stop();
+  process.off('SIGHUP', ignoreHangup);
   process.off('SIGINT', force);
   process.off('SIGTERM', force);
   return ExitCode.OK;
