@@ -4,15 +4,22 @@ import { Catalog } from './catalog/catalog.js';
 import { EmbeddedStore } from './catalog/stores/embedded.js';
 import type { Store } from './catalog/store.js';
 import { systemClock, type Clock } from './clock.js';
-import { BerthError } from './errors.js';
+import { BerthError, isBerthError } from './errors.js';
 import { versionsOf, type NodeSpec } from './manifest/types.js';
+import { formatPlan, isEmptyPlan, keepVersions, planChanges, planCounts, type Plan } from './manifest/diff.js';
+import { formatManifestError, loadManifest } from './manifest/load.js';
 import { startAdminServer, type AdminServer } from './admin/api.js';
+import { Registrations } from './registry/registrations.js';
 import { PortAllocator } from './supervisor/ports.js';
-import { Supervisor } from './supervisor/supervisor.js';
+import { Supervisor, type ApplyResult } from './supervisor/supervisor.js';
 import { Watchdog } from './supervisor/watchdog.js';
 import { Events } from './telemetry/events.js';
 import type { Logger } from './telemetry/logger.js';
 import { closeHttpChecks } from './health/checks/http.js';
+import { Metrics } from './telemetry/metrics.js';
+import { Gateway } from './gateway/gateway.js';
+import { fanOut } from './gateway/observer.js';
+import { AccessLog } from './telemetry/access-log.js';
 
 /** Stopped records kept per service as history across restarts. */
 const HISTORY_PER_SERVICE = 20;
@@ -24,6 +31,7 @@ export interface NodeInfo {
   dataDir: string;
   startedAt: string;
   admin: string;
+  gateway: string;
 }
 
 /**
@@ -39,8 +47,18 @@ export class BerthNode {
   #supervisor: Supervisor | undefined;
   #watchdog: Watchdog | undefined;
   #admin: AdminServer | undefined;
+  /** Prometheus metrics: the gateway's observer, served by the admin API at `/metrics`. */
+  #metrics: Metrics | undefined;
+  #registrations: Registrations | undefined;
+  /** Set once every instance of the manifest was started (`/readyz`). */
+  #ready = false;
+  #gateway: Gateway | undefined;
   #info: NodeInfo | undefined;
   #stopping: Promise<void> | undefined;
+  /** Told the new spec on every reload, after the supervisor applied it (the gateway swaps its routes). */
+  readonly #reloadListeners: { name: string; listener: ReloadListener }[] = [];
+  /** The tail of the reload queue: reloads run one after the other. */
+  #reloads: Promise<unknown> = Promise.resolve();
 
   constructor(spec: NodeSpec, deps: { logger: Logger; clock?: Clock }) {
     this.#spec = spec;
@@ -68,6 +86,15 @@ export class BerthNode {
       });
       await this.#retirePreviousRun(this.#catalog);
 
+      // Metrics exist before the gateway (whose observer they are) and are read at scrape time.
+      this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName });
+
+      // The gateway listens before any instance starts: it is the supervisor's drainer.
+      this.#gateway = new Gateway({ catalog: this.#catalog, logger: this.#logger, observer: fanOut(new AccessLog(this.#logger), this.#metrics) });
+      await this.#gateway.configure(spec);
+      const gateway = this.#gateway;
+      this.onReload((next) => gateway.configure(next), 'gateway');
+
       this.#watchdog = Watchdog.start();
       this.#supervisor = new Supervisor({
         sink: this.#catalog,
@@ -77,13 +104,21 @@ export class BerthNode {
         nodeName: spec.nodeName,
         host: spec.instanceHost,
         watchdog: this.#watchdog,
+        drainer: this.#gateway,
       });
+      // External registrations resume (TTLs from now, HTTP checks restarted) before the admin API takes new ones.
+      this.#registrations = new Registrations({ catalog: this.#catalog, clock: this.#clock, logger: this.#logger, nodeName: spec.nodeName });
+      this.#registrations.start();
       this.#admin = await startAdminServer({
         listen: spec.admin.listen,
         catalog: this.#catalog,
         logger: this.#logger,
         spec: () => this.#spec,
         node: () => this.#info,
+        ready: () => this.#ready,
+        registrations: this.#registrations,
+        metrics: this.#metrics,
+        reload: { plan: () => this.plan(), reload: () => this.reload() },
       });
       this.#info = {
         name: spec.nodeName,
@@ -92,16 +127,120 @@ export class BerthNode {
         dataDir: spec.dataDir,
         startedAt: new Date(this.#clock.now()).toISOString(),
         admin: this.#admin.url,
+        gateway: this.#gateway.urls.main,
       };
       await writeFile(join(spec.dataDir, NODE_FILE), `${JSON.stringify(this.#info, null, 2)}\n`);
       this.#logger.info({ event: Events.adminListening, url: this.#admin.url }, `admin API on ${this.#admin.url}`);
       await this.#supervisor.apply(versionsOf(spec));
-      this.#logger.info({ event: Events.nodeReady, admin: this.#admin.url, instances: this.#supervisor.controllers().length }, 'ready');
+      this.#ready = true;
+      this.#logger.info({ event: Events.nodeReady, admin: this.#admin.url, gateway: this.#gateway.urls.main, instances: this.#supervisor.controllers().length }, 'ready');
       return this.#info;
     } catch (err) {
       await this.stop();
       throw err;
     }
+  }
+
+  /**
+   * Calls `listener` with the new spec on every reload, once the supervisor
+   * has applied it and before the node's spec is swapped. A listener that
+   * throws is logged and listed in the reload's `result.failed` under `name`;
+   * the others still run. Returns the unsubscribe.
+   */
+  onReload(listener: ReloadListener, name = 'reload listener'): () => void {
+    const entry = { name, listener };
+    this.#reloadListeners.push(entry);
+    return () => {
+      const at = this.#reloadListeners.indexOf(entry);
+      if (at >= 0) this.#reloadListeners.splice(at, 1);
+    };
+  }
+
+  /**
+   * Re-reads and validates the manifest file and says what a reload would
+   * change. Applies nothing. Throws the manifest's BerthError when it is invalid.
+   */
+  async plan(): Promise<Plan> {
+    const next = await loadManifest(this.#spec.file);
+    return planChanges(this.#spec, next);
+  }
+
+  /**
+   * Re-reads the manifest file and applies it without a restart (docs/reload.md).
+   * An invalid manifest throws its BerthError and a change that needs a restart
+   * throws BERTH_ERR_RELOAD_REFUSED; either way nothing changes. Otherwise the
+   * supervisor applies it (rolling replacement of changed versions), the reload
+   * listeners are told, and the new spec is in force — except for versions whose
+   * rollout failed, which keep their old spec and are listed in `result.failed`.
+   * Reloads run one at a time.
+   */
+  reload(): Promise<ReloadOutcome> {
+    const run = this.#reloads.then(() => this.#reload());
+    this.#reloads = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(): Promise<ReloadOutcome> {
+    const current = this.#spec;
+    this.#logger.info({ event: Events.nodeReloading, manifest: current.file }, `reloading ${current.file}`);
+    const supervisor = this.#supervisor;
+    if (!supervisor || !this.#info || this.#stopping) {
+      throw this.#refuse(new BerthError('BERTH_ERR_RELOAD_REFUSED', `cannot reload: the node is ${this.#stopping ? 'stopping' : 'still starting'}`));
+    }
+    let next: NodeSpec;
+    try {
+      next = await loadManifest(current.file);
+    } catch (err) {
+      throw this.#refuse(err);
+    }
+    const plan = planChanges(current, next);
+    if (plan.restartRequired.length > 0) {
+      const fields = plan.restartRequired.map((r) => r.field).join(', ');
+      throw this.#refuse(
+        new BerthError('BERTH_ERR_RELOAD_REFUSED', `reload refused: ${fields} cannot change while the node runs; restart it to apply the manifest`, {
+          details: plan.restartRequired.map((r) => ({ where: r.field, message: `${r.from} → ${r.to} needs a restart` })),
+        }),
+      );
+    }
+    const result = await supervisor.apply(versionsOf(next));
+    if (this.#stopping) {
+      this.#logger.warn({ event: Events.nodeReloadFailed }, 'reload cut short: the node is stopping');
+      throw new BerthError('BERTH_ERR_RELOAD_REFUSED', 'cannot finish the reload: the node is stopping');
+    }
+    // A version whose rollout failed still runs its old spec: say so, so the next reload plans it again.
+    const applied = keepVersions(next, current, new Set(result.failed.map((f) => f.key)));
+    for (const { name, listener } of [...this.#reloadListeners]) {
+      try {
+        await listener(applied);
+      } catch (err) {
+        const reason = isBerthError(err) ? err.message : err instanceof Error ? err.message : String(err);
+        this.#logger.error({ event: Events.nodeReloadFailed, listener: name, err }, `${name} could not take the new manifest: ${reason}`);
+        result.failed.push({ key: name, reason });
+      }
+    }
+    this.#spec = applied;
+
+    const summary = { ...planCounts(plan), started: result.started, stopped: result.stopped, replacedInstances: result.replaced, failed: result.failed, plan: formatPlan(plan) };
+    if (result.failed.length > 0) {
+      this.#logger.warn(
+        { event: Events.nodeReloaded, ...summary },
+        `reloaded with failures: ${result.failed.map((f) => `${f.key}: ${f.reason}`).join('; ')}`,
+      );
+    } else {
+      this.#logger.info({ event: Events.nodeReloaded, ...summary }, isEmptyPlan(plan) ? 'reloaded: no changes' : 'reloaded');
+    }
+    return { plan, result };
+  }
+
+  /** Logs a refused reload (nothing changed) and returns the error to throw. */
+  #refuse(err: unknown): unknown {
+    if (isBerthError(err)) {
+      const text = err.code.startsWith('BERTH_ERR_MANIFEST') ? formatManifestError(err) : err.message;
+      this.#logger.error({ event: Events.nodeReloadFailed, code: err.code, details: err.details }, `reload refused, the running configuration stays: ${text}`);
+    } else {
+      this.#logger.error({ event: Events.nodeReloadFailed, err }, 'reload failed');
+    }
+    return err;
   }
 
   /** Stops every instance within its grace, then the API and the store. Idempotent. */
@@ -112,8 +251,12 @@ export class BerthNode {
 
   async #stop(): Promise<void> {
     this.#logger.info({ event: Events.nodeStopping }, 'stopping');
+    // A rollout waiting for a new instance to pass ends now, so a reload request in flight does not hold the admin API open.
+    this.#supervisor?.close();
     await this.#admin?.close();
+    await this.#registrations?.close();
     await this.#supervisor?.stopAll();
+    await this.#gateway?.close();
     this.#watchdog?.close();
     await this.#catalog?.close();
     await this.#store?.close();
@@ -132,6 +275,15 @@ export class BerthNode {
     }
     await catalog.pruneHistory({ keepPerService: HISTORY_PER_SERVICE });
   }
+}
+
+/** Told the spec a reload applied; the gateway swaps its routes in one. */
+export type ReloadListener = (spec: NodeSpec) => Promise<void> | void;
+
+/** What a reload did: the changes it planned and what the supervisor did about them. */
+export interface ReloadOutcome {
+  plan: Plan;
+  result: ApplyResult;
 }
 
 export const NODE_FILE = 'node.json';

@@ -69,9 +69,15 @@ export class BerthProcess {
 
   static async start(file: string, extraArgs: string[] = []): Promise<BerthProcess> {
     const node = new BerthProcess(file, extraArgs);
-    const ready = await node.waitForLog((l) => l.event === 'node.ready', 30_000);
-    node.admin = String(ready.admin);
-    return node;
+    try {
+      const ready = await node.waitForLog((l) => l.event === 'node.ready', 30_000);
+      node.admin = String(ready.admin);
+      return node;
+    } catch (err) {
+      // Nobody else holds this process: do not leave it (and its instances) behind.
+      await node.stop('SIGKILL');
+      throw err;
+    }
   }
 
   /** Resolves with the first log line (past or future) matching `pred`. */
