@@ -51,6 +51,26 @@ describe('the shop example', () => {
     for (const r of listed) assert.ok(table.stdout.includes(r.id), `table lists ${r.id}`);
   });
 
+  it('every group answers through the gateway, v2 by path and by Accept-Version', async () => {
+    const { request } = await import('undici');
+    const gw = String((await node.waitForLog((l) => l.event === 'node.ready')).gateway);
+    const call = async (path: string, init: { method?: 'GET' | 'POST' | 'PUT'; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; json: Record<string, unknown> }> => {
+      const res = await request(`${gw}${path}`, { method: init.method ?? 'GET', ...(init.body ? { body: init.body } : {}), headers: { 'content-type': 'application/json', ...init.headers } });
+      return { status: res.statusCode, json: (await res.body.json()) as Record<string, unknown> };
+    };
+    const token = await call('/auth/tokens/token', { method: 'POST', body: JSON.stringify({ user: 'ann' }) });
+    assert.ok(token.status < 300, JSON.stringify(token.json));
+    const charges = await call('/payments/charges/charges');
+    assert.equal(charges.status, 200);
+    assert.equal(charges.json.version, '1.0.0');
+    assert.equal((await call('/payments/charges/v2/charges')).json.version, '2.0.0');
+    assert.equal((await call('/payments/charges/charges', { headers: { 'accept-version': '^2' } })).json.version, '2.0.0');
+    assert.equal((await call('/payments/refunds/refunds')).status, 200);
+    assert.ok((await call('/users/profiles/profiles/ann', { method: 'PUT', body: JSON.stringify({ name: 'Ann' }) })).status < 300);
+    assert.equal((await call('/storage/files/files')).status, 200);
+    assert.equal((await call('/storage/blobs/blobs')).status, 200);
+  });
+
   it('the admin API answers the contract shape for a service', async () => {
     const charges = await node.instances('charges');
     for (const r of charges) {
