@@ -51,6 +51,7 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
   #bytes = 0;
   #finished = false;
   #paused = false;
+  #corked = false;
 
   constructor(res: ServerResponse, done: (outcome: ProxyOutcome) => void) {
     this.#res = res;
@@ -71,11 +72,16 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is answered by the listener)
     this.#status = statusCode;
+    // Measured: syscalls dominate a small proxied response. Corked, the head,
+    // a small body and the end leave in one writev instead of two or three.
+    this.#res.socket?.cork();
+    this.#corked = true;
     this.#res.writeHead(statusCode, downstreamHeaders(headers));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.#bytes += chunk.length;
+    if (this.#corked && this.#bytes > CORK_LIMIT) this.#uncork();
     if (!this.#res.write(chunk) && !this.#paused) {
       this.#paused = true;
       controller.pause();
@@ -89,6 +95,7 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.#finished = true;
     this.#res.end();
+    this.#uncork();
     this.#done({ ok: true, status: this.#status, bytesOut: this.#bytes });
   }
 
@@ -96,12 +103,22 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     if (this.#finished) return;
     this.#finished = true;
     const outcome = classify(err);
+    this.#uncork();
     const responded = this.#res.headersSent;
     // Headers already went out: the only honest signal left is to cut the response.
     if (responded) this.#res.destroy(err);
     this.#done({ ...outcome, responded, bytesOut: this.#bytes, status: responded ? this.#status : 0 });
   }
+
+  #uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#res.socket?.uncork();
+  }
 }
+
+/** Past this many body bytes a response streams as it comes instead of waiting corked. */
+const CORK_LIMIT = 16 * 1024;
 
 class ClientGone extends Error {
   override name = 'ClientGone';

@@ -38,8 +38,17 @@ export function createLogger(options: LoggerOptions): Logger {
     });
     return pino(base, stream);
   }
-  return pino(base, options.destination ?? pino.destination({ dest: 1, sync: true }));
+  if (options.destination) return pino(base, options.destination);
+  // Buffered, flushed every FLUSH_MS and at exit: one write(2) per line cost a
+  // third of the gateway's throughput with the access log on (bench/gateway).
+  const destination = pino.destination({ dest: 1, sync: false, minLength: BUFFER_BYTES });
+  setInterval(() => destination.flush(), FLUSH_MS).unref();
+  return pino(base, destination);
 }
+
+/** Lines wait at most this long in the buffer, so a person or a test tailing the log sees them promptly. */
+const FLUSH_MS = 100;
+const BUFFER_BYTES = 8 * 1024;
 
 function prettyLine(log: Record<string, unknown>, messageKey: string): string {
   const prefix = typeof log.instance === 'string' ? `[${log.instance}] ` : typeof log.service === 'string' ? `[${log.service}] ` : '';

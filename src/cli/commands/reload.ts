@@ -1,13 +1,10 @@
-import { readFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
-import { parse } from 'yaml';
 import { isBerthError } from '../../errors.js';
 import { formatPlan, type Plan } from '../../manifest/diff.js';
 import { formatManifestError } from '../../manifest/load.js';
-import { readNodeFile, type ReloadOutcome } from '../../node.js';
+import type { ReloadOutcome } from '../../node.js';
 import { AdminClient } from '../admin-client.js';
 import { ExitCode } from '../exit-codes.js';
-import { adminUrl } from './status.js';
+import { adminUrl } from '../node-address.js';
 
 export interface ReloadOptions {
   file: string;
@@ -31,7 +28,7 @@ const DOT_EVERY_MS = 1000;
  * changed); FAILURE when the reload was refused or a rollout failed.
  */
 export async function reload(options: ReloadOptions, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<ExitCode> {
-  const client = new AdminClient(await nodeAdminUrl(options), { timeoutMs: RELOAD_TIMEOUT_MS });
+  const client = new AdminClient(await adminUrl(options), { timeoutMs: RELOAD_TIMEOUT_MS });
   const progress = options.json ? undefined : dots(err, 'reloading');
   try {
     const { plan, result } = await client.post<ReloadOutcome>('/v1/reload');
@@ -74,25 +71,6 @@ export function reportReloadError(e: unknown, json: boolean, out: NodeJS.Writabl
   return manifest ? ExitCode.MANIFEST_INVALID : ExitCode.FAILURE;
 }
 
-/**
- * `adminUrl`, but also when the manifest is the broken one about to be
- * reloaded: the node file is found through the `dataDir` the file still
- * names (default `.berth`), read without validating the rest, so the node can
- * be asked and answer with every problem instead of the CLI guessing an address.
- */
-export async function nodeAdminUrl(options: { file: string; admin?: string }): Promise<string> {
-  if (options.admin || process.env.BERTH_ADMIN) return adminUrl(options);
-  const file = resolve(options.file);
-  let dataDir = '.berth';
-  try {
-    const raw = parse(await readFile(file, 'utf8'), { logLevel: 'silent' }) as { dataDir?: unknown } | null;
-    if (raw !== null && typeof raw === 'object' && typeof raw.dataDir === 'string') dataDir = raw.dataDir;
-  } catch {
-    // Not YAML, or no file: the default data dir, then whatever adminUrl finds.
-  }
-  const running = await readNodeFile(resolve(dirname(file), dataDir));
-  return running?.admin ?? adminUrl(options);
-}
 
 /** Explains a plan that a reload would refuse. */
 export function refusalNote(plan: Plan): string | undefined {

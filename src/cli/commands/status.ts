@@ -1,8 +1,6 @@
-import { resolve } from 'node:path';
 import type { InstanceRecord } from '../../catalog/types.js';
-import { loadManifest } from '../../manifest/load.js';
-import { readNodeFile } from '../../node.js';
 import { AdminClient } from '../admin-client.js';
+import { adminUrl } from '../node-address.js';
 import { ExitCode } from '../exit-codes.js';
 import { renderStatus } from '../render.js';
 
@@ -24,24 +22,5 @@ export async function status(options: StatusOptions, out: NodeJS.WritableStream)
     return ExitCode.OK;
   } finally {
     await client.close();
-  }
-}
-
-/**
- * Where the node's admin API is: --admin, else $BERTH_ADMIN, else the node file
- * in the manifest's data dir (right even when the manifest says port 0), else
- * the manifest's admin.listen, else the default address.
- */
-export async function adminUrl(options: { file: string; admin?: string }): Promise<string> {
-  if (options.admin) return options.admin;
-  if (process.env.BERTH_ADMIN) return process.env.BERTH_ADMIN;
-  try {
-    const spec = await loadManifest(resolve(options.file));
-    const running = await readNodeFile(spec.dataDir);
-    if (running) return running.admin;
-    const { host, port } = spec.admin.listen;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  } catch {
-    return 'http://127.0.0.1:8081';
   }
 }
