@@ -11,6 +11,13 @@ command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
+    # The tests start their own Prometheus and nginx on free ports: keep the
+    # packages from starting system-wide services on 80 and 9090.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   else
