@@ -1,3 +1,4 @@
+import type { ServiceSummary } from '../catalog/catalog.js';
 import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
 import { INSTANCE_STATUSES } from '../catalog/types.js';
 import { formatDuration } from '../duration.js';
@@ -11,13 +12,7 @@ export interface StatusOptions {
   all?: boolean;
 }
 
-export interface ServiceSummary {
-  group: string;
-  service: string;
-  versions: string[];
-  instances: number;
-  passing: number;
-}
+export type { ServiceSummary } from '../catalog/catalog.js';
 
 // Numeric collation orders `1.10.0` after `1.9.0` and `charges-10` after `charges-2`.
 const collator = new Intl.Collator('en', { numeric: true });

@@ -3,25 +3,11 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { InstanceRecord } from '../../src/catalog/types.js';
 import type { VersionSpec } from '../../src/manifest/types.js';
-import { InstanceController, type InstanceSink } from '../../src/supervisor/instance.js';
+import { InstanceController } from '../../src/supervisor/instance.js';
 import { PortAllocator } from '../../src/supervisor/ports.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
+import { RecordingSink } from '../../src/testing/recording-sink.js';
 
-/** A sink that keeps every record written and lets a test wait for one. */
-class RecordingSink implements InstanceSink {
-  readonly records: InstanceRecord[] = [];
-  #waiters: { pred: (r: InstanceRecord) => boolean; resolve: (r: InstanceRecord) => void }[] = [];
-
-  put(record: InstanceRecord): Promise<void> {
-    this.records.push(record);
-    this.#waiters = this.#waiters.filter((w) => (w.pred(record) ? (w.resolve(record), false) : true));
-    return Promise.resolve();
-  }
-
-  next(pred: (r: InstanceRecord) => boolean): Promise<InstanceRecord> {
-    return new Promise((resolve) => this.#waiters.push({ pred, resolve }));
-  }
-}
 
 function spec(script: string, restart: Partial<VersionSpec['restart']> = {}): VersionSpec {
   return {

@@ -5,28 +5,11 @@ import { pino } from 'pino';
 import type { InstanceRecord } from '../../src/catalog/types.js';
 import { closeHttpChecks } from '../../src/health/checks/http.js';
 import type { HealthSpec, VersionSpec } from '../../src/manifest/types.js';
-import type { InstanceSink } from '../../src/supervisor/instance.js';
 import { PortAllocator } from '../../src/supervisor/ports.js';
 import { rolloutWaitMs, Supervisor, type ApplyResult } from '../../src/supervisor/supervisor.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
+import { RecordingSink } from '../../src/testing/recording-sink.js';
 
-/** A sink that keeps every record written, in order, and lets a test wait for one. */
-class RecordingSink implements InstanceSink {
-  readonly records: InstanceRecord[] = [];
-  #waiters: { pred: (r: InstanceRecord) => boolean; resolve: (r: InstanceRecord) => void }[] = [];
-
-  put(record: InstanceRecord): Promise<void> {
-    this.records.push(record);
-    this.#waiters = this.#waiters.filter((w) => (w.pred(record) ? (w.resolve(record), false) : true));
-    return Promise.resolve();
-  }
-
-  /** The first record (already written or to come) matching `pred`. */
-  find(pred: (r: InstanceRecord) => boolean): Promise<InstanceRecord> {
-    const seen = this.records.find(pred);
-    return seen ? Promise.resolve(seen) : new Promise((resolve) => this.#waiters.push({ pred, resolve }));
-  }
-}
 
 /** Log lines of the supervisor and its instances, parsed, with a wait for one. */
 class LogLines {
