@@ -9,30 +9,16 @@ import { Catalog, compareVersions, INSTANCE_PREFIX } from './catalog.js';
 import type { Store } from './store.js';
 import { EmbeddedStore } from './stores/embedded.js';
 import type { InstanceRecord } from './types.js';
+import { instanceRecord } from '../testing/instance-record.js';
 
 function record(id: string, fields: Partial<InstanceRecord> = {}): InstanceRecord {
-  return {
+  return instanceRecord({
     id,
-    node: 'node-a',
     group: 'payments',
     service: 'charges',
-    version: '1.0.0',
-    address: '127.0.0.1',
-    port: 4000,
-    pid: 1234,
-    status: 'passing',
-    restarts: 0,
-    source: 'supervised',
-    createdAt: '2024-01-01T00:00:00.000Z',
-    startedAt: '2024-01-01T00:00:00.000Z',
-    updatedAt: '2024-01-01T00:00:00.000Z',
     lastCheck: { status: 'passing', output: 'HTTP 200', at: '2024-01-01T00:00:01.000Z', durationMs: 3 },
-    lastExit: null,
-    reason: null,
-    weight: 1,
-    registration: null,
     ...fields,
-  };
+  });
 }
 
 async function withStore(fn: (store: EmbeddedStore, dir: string) => Promise<void>): Promise<void> {

@@ -2,30 +2,21 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { stripVTControlCharacters } from 'node:util';
 import type { InstanceRecord } from '../catalog/types.js';
+import { instanceRecord } from '../testing/instance-record.js';
 import { renderServices, renderStatus } from './render.js';
 
 const NOW = Date.parse('2025-01-01T12:00:00.000Z');
 
 function instance(partial: Partial<InstanceRecord> & Pick<InstanceRecord, 'id' | 'group' | 'service'>): InstanceRecord {
-  return {
+  return instanceRecord({
     node: 'node-1',
-    version: '1.0.0',
-    address: '127.0.0.1',
     port: 40000,
     pid: 1000,
-    status: 'passing',
-    restarts: 0,
-    source: 'supervised',
     createdAt: '2025-01-01T11:00:00.000Z',
     startedAt: new Date(NOW - 192_000).toISOString(),
     updatedAt: '2025-01-01T11:00:00.000Z',
-    lastCheck: null,
-    lastExit: null,
-    reason: null,
-    weight: 1,
-    registration: null,
     ...partial,
-  };
+  });
 }
 
 const shop: InstanceRecord[] = [

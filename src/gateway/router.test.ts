@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
+import { instanceRecord } from '../testing/instance-record.js';
 import type { GroupSpec, ServiceSpec, VersionSpec } from '../manifest/types.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { matchRoute, type RouteRequest } from './router.js';
@@ -20,28 +21,7 @@ const GROUPS: GroupSpec[] = [
 let seq = 0;
 function instance(group: string, svc: string, version: string, status: InstanceStatus = 'passing', fields: Partial<InstanceRecord> = {}): InstanceRecord {
   seq++;
-  return {
-    id: `${svc}-${version}-${seq}`,
-    node: 'n',
-    group,
-    service: svc,
-    version,
-    address: '127.0.0.1',
-    port: 10_000 + seq,
-    pid: seq,
-    status,
-    restarts: 0,
-    source: 'supervised',
-    createdAt: '',
-    startedAt: '',
-    updatedAt: '',
-    lastCheck: null,
-    lastExit: null,
-    reason: null,
-    weight: 1,
-    registration: null,
-    ...fields,
-  };
+  return instanceRecord({ id: `${svc}-${version}-${seq}`, node: 'n', group, service: svc, version, port: 10_000 + seq, pid: seq, status, ...fields });
 }
 
 function table(instances: InstanceRecord[], targets = new Map<string, Target>()): RouteTable {

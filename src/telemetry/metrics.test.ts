@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Catalog } from '../catalog/catalog.js';
 import { EmbeddedStore } from '../catalog/stores/embedded.js';
+import { instanceRecord } from '../testing/instance-record.js';
 import type { InstanceRecord } from '../catalog/types.js';
 import type { RequestRecord } from '../gateway/observer.js';
 import { MetricNames } from './metric-names.js';
@@ -57,28 +58,7 @@ function request(fields: Partial<RequestRecord> = {}): RequestRecord {
 }
 
 function record(id: string, fields: Partial<InstanceRecord> = {}): InstanceRecord {
-  return {
-    id,
-    node: 'node-a',
-    group: 'core',
-    service: 'web',
-    version: '1.0.0',
-    address: '127.0.0.1',
-    port: 4000,
-    pid: 1234,
-    status: 'starting',
-    restarts: 0,
-    source: 'supervised',
-    createdAt: '2024-01-01T00:00:00.000Z',
-    startedAt: '2024-01-01T00:00:00.000Z',
-    updatedAt: '2024-01-01T00:00:00.000Z',
-    lastCheck: null,
-    lastExit: null,
-    reason: null,
-    weight: 1,
-    registration: null,
-    ...fields,
-  };
+  return instanceRecord({ id, status: 'starting', ...fields });
 }
 
 const emptyCatalog = { list: (): InstanceRecord[] => [] };

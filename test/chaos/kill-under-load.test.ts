@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BerthProcess, makeProject } from '../support/node-process.js';
+import { BerthProcess, makeProject, testManifest } from '../support/node-process.js';
 import { steadyLoad } from '../support/load.js';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-log: { level: warn }
+const MANIFEST = testManifest(`log: { level: warn }
 groups:
   core:
     services:
@@ -16,7 +12,7 @@ groups:
         replicas: 3
         health: { http: /health, interval: 250ms, timeout: 200ms }
         restart: { policy: always, backoff: 200ms }
-`;
+`);
 
 describe('kill -9 of an instance under steady load', () => {
   let project: Awaited<ReturnType<typeof makeProject>>;

@@ -2,14 +2,11 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { BerthProcess, makeProject, runCli } from '../support/node-process.js';
+import { BerthProcess, makeProject, runCli, testManifest } from '../support/node-process.js';
 import { steadyLoad } from '../support/load.js';
 
-const manifest = (webReplicas: number, webEnv: string, services: string): string => `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const manifest = (webReplicas: number, webEnv: string, services: string): string =>
+  testManifest(`groups:
   core:
     services:
       web:
@@ -19,7 +16,7 @@ groups:
         health: { http: /health, interval: 200ms, timeout: 150ms }
         drainTimeout: 5s
 ${services}
-`;
+`);
 
 const OLD = `      old:
         command: node web.mjs

@@ -3,13 +3,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { request, WebSocket } from 'undici';
-import { BerthProcess, makeProject } from '../support/node-process.js';
+import { BerthProcess, makeProject, testManifest } from '../support/node-process.js';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const MANIFEST = testManifest(`groups:
   core:
     services:
       web:
@@ -30,7 +26,7 @@ groups:
       echo:
         command: node web.mjs
         health: { http: /health, interval: 200ms, timeout: 150ms }
-`;
+`);
 
 const MiB = 1024 * 1024;
 

@@ -16,23 +16,19 @@ import { INSTANCE_STATUSES } from '../../src/catalog/types.js';
 import type { NodeInfo } from '../../src/node.js';
 import { splitLines } from '../../src/supervisor/line-splitter.js';
 import { MetricNames } from '../../src/telemetry/metric-names.js';
-import { BerthProcess, makeProject } from '../support/node-process.js';
+import { BerthProcess, makeProject, testManifest } from '../support/node-process.js';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 const PROMTOOL = '/usr/bin/promtool';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const MANIFEST = testManifest(`groups:
   core:
     services:
       web:
         command: node web.mjs
         replicas: 2
         health: { http: /health, interval: 200ms, timeout: 150ms, startPeriod: 0s }
-`;
+`);
 
 /** One element of an instant vector from `/api/v1/query`. */
 interface VectorSample {

@@ -5,20 +5,16 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import type { InstanceRecord } from '../../src/catalog/types.js';
-import { BerthProcess, makeProject } from '../support/node-process.js';
+import { BerthProcess, makeProject, testManifest } from '../support/node-process.js';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const MANIFEST = testManifest(`groups:
   core:
     endpoint: /core
     services:
       web:
         command: node web.mjs
         health: { http: /health, interval: 200ms, timeout: 150ms, startPeriod: 0s }
-`;
+`);
 
 interface Discovered {
   id: string;

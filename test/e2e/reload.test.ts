@@ -2,17 +2,14 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { InstanceRecord } from '../../src/catalog/types.js';
-import { BerthProcess, isAlive, makeProject, runCli } from '../support/node-process.js';
+import { BerthProcess, isAlive, makeProject, runCli, testManifest } from '../support/node-process.js';
 
 const HEALTH = '{ http: /health, interval: 200ms, timeout: 150ms, startPeriod: 0s }';
 
 /** A manifest with `web` (its replicas, env and command as given) and the other services named. */
 function manifest(options: { replicas?: number; env?: string; command?: string; extra?: string; services?: string[]; top?: string } = {}): string {
   const services = options.services ?? ['old'];
-  return `admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-${options.top ?? ''}
+  return testManifest(`${options.top ?? ''}
 groups:
   core:
     services:
@@ -31,7 +28,7 @@ ${options.env ? `        env: ${options.env}\n` : ''}${options.extra ?? ''}${ser
         stopTimeout: 2s
 `,
     )
-    .join('')}`;
+    .join('')}`);
 }
 
 const running = (all: InstanceRecord[], service?: string): InstanceRecord[] =>

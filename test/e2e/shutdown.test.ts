@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { InstanceRecord } from '../../src/catalog/types.js';
-import { BerthProcess, isAlive, makeProject, runCli, waitForExit } from '../support/node-process.js';
+import { BerthProcess, isAlive, makeProject, runCli, waitForExit, testManifest } from '../support/node-process.js';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const MANIFEST = testManifest(`groups:
   core:
     services:
       web:
@@ -20,7 +16,7 @@ groups:
         env: { IGNORE_SIGTERM: 1 }
         health: { http: /health, interval: 200ms, timeout: 150ms }
         stopTimeout: 1s
-`;
+`);
 
 const allPassing = (all: InstanceRecord[]): boolean => all.length === 3 && all.every((r) => r.status === 'passing');
 

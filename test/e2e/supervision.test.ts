@@ -2,13 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import type { InstanceRecord } from '../../src/catalog/types.js';
-import { BerthProcess, makeProject, waitForExit } from '../support/node-process.js';
+import { BerthProcess, makeProject, waitForExit, testManifest } from '../support/node-process.js';
 
-const MANIFEST = `
-admin: { listen: "127.0.0.1:0" }
-gateway: { listen: "127.0.0.1:0" }
-dataDir: data
-groups:
+const MANIFEST = testManifest(`groups:
   core:
     services:
       web:
@@ -23,7 +19,7 @@ groups:
         command: node crash.mjs
         health: false
         restart: { policy: always, backoff: 20ms, maxBackoff: 100ms, maxRestarts: 3 }
-`;
+`);
 
 const passingWeb = (all: InstanceRecord[]): boolean =>
   all.filter((r) => r.service === 'web' && r.status === 'passing').length === 2;

@@ -14,6 +14,11 @@ export const FIXTURES = join(ROOT, 'test/fixtures/services');
 
 export type LogLine = Record<string, unknown> & { msg?: string; event?: string; level?: string };
 
+/** A test node's manifest: admin API and gateway on ephemeral ports, data in the project dir, then `body` (groups…). */
+export function testManifest(body: string): string {
+  return `admin: { listen: "127.0.0.1:0" }\ngateway: { listen: "127.0.0.1:0" }\ndataDir: data\n${body}`;
+}
+
 /** A temp dir with the fixture services copied in and a manifest; removed by `cleanup`. */
 export async function makeProject(manifest: string): Promise<{ dir: string; file: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-test-'));
