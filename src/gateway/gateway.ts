@@ -215,8 +215,8 @@ export class Gateway implements Drainer {
         path: match.path,
         headers: upstreamHeaders(req, { requestId: ctx.requestId, prefix: match.prefix, proto: 'http' }),
         body: hasBody ? req : null,
-        headersTimeout: match.service.timeoutMs,
-        bodyTimeout: BODY_IDLE_TIMEOUT_MS,
+        headersTimeoutMs: match.service.timeoutMs,
+        bodyIdleTimeoutMs: BODY_IDLE_TIMEOUT_MS,
       },
       (outcome: ProxyOutcome) => {
         target.release();
