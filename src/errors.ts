@@ -24,7 +24,10 @@ export const ErrorCodes = {
   BERTH_ERR_BAD_VERSION: { status: 400, retryable: false, summary: 'The Accept-Version header is not a semver range.' },
   BERTH_ERR_UPSTREAM_CONNECT: { status: 502, retryable: true, summary: 'The gateway could not connect to the instance it picked.' },
   BERTH_ERR_UPSTREAM_RESET: { status: 502, retryable: true, summary: 'The instance closed the connection before a complete response.' },
-  BERTH_ERR_UPSTREAM_TIMEOUT: { status: 504, retryable: true, summary: 'The instance did not answer within the route timeout.' },
+  BERTH_ERR_UPSTREAM_TIMEOUT: { status: 504, retryable: true, summary: 'The instance did not answer within the request\'s timeout (the service\'s `timeout`, retries included, or less when the client sent `x-berth-timeout-ms`).' },
+  BERTH_ERR_UPSTREAM_STATUS: { status: 503, retryable: true, summary: 'Every try answered a retryable status (502, 503, 504 by default) and no retry was left: the client gets the last status with this body instead of the instance\'s.' },
+  BERTH_ERR_CIRCUIT_OPEN: { status: 503, retryable: true, summary: 'The service\'s circuit breaker is open after too many failures; `Retry-After` says when it tries again.' },
+  BERTH_ERR_OVERLOADED: { status: 503, retryable: true, summary: 'The service has as many requests in flight and waiting as its `limits` allow; `Retry-After: 1`.' },
   BERTH_ERR_REGISTRATION_CONFLICT: { status: 409, retryable: false, summary: 'The registration request conflicts with the instance: it is supervised, checked over HTTP (no heartbeats), or tracked by another node.' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 

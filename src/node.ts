@@ -19,6 +19,7 @@ import { closeHttpChecks } from './health/checks/http.js';
 import { Metrics } from './telemetry/metrics.js';
 import { Gateway } from './gateway/gateway.js';
 import { fanOut } from './gateway/observer.js';
+import { PolicyLog } from './telemetry/policy-log.js';
 import { AccessLog } from './telemetry/access-log.js';
 
 /** Stopped records kept per service as history across restarts. */
@@ -90,7 +91,7 @@ export class BerthNode {
       this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName });
 
       // The gateway listens before any instance starts: it is the supervisor's drainer.
-      this.#gateway = new Gateway({ catalog: this.#catalog, logger: this.#logger, observer: fanOut(new AccessLog(this.#logger), this.#metrics) });
+      this.#gateway = new Gateway({ catalog: this.#catalog, logger: this.#logger, observer: fanOut(new AccessLog(this.#logger), new PolicyLog(this.#logger), this.#metrics) });
       await this.#gateway.configure(spec);
       const gateway = this.#gateway;
       this.onReload((next) => gateway.configure(next), 'gateway');
@@ -119,6 +120,7 @@ export class BerthNode {
         registrations: this.#registrations,
         metrics: this.#metrics,
         reload: { plan: () => this.plan(), reload: () => this.reload() },
+        policyState: (group, service) => gateway.policyState(group, service),
       });
       this.#info = {
         name: spec.nodeName,

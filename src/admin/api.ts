@@ -5,6 +5,7 @@ import semver from 'semver';
 import type { Catalog } from '../catalog/catalog.js';
 import { INSTANCE_STATUSES, type InstanceRecord, type InstanceStatus } from '../catalog/types.js';
 import { BerthError, isBerthError, type ErrorDetail } from '../errors.js';
+import { DEFAULT_POLICIES } from '../manifest/policies.js';
 import type { EndpointSpec, ListenSpec, NodeSpec } from '../manifest/types.js';
 import { validateRegistration, type HeartbeatStatus, type RegistrationInput, type Registrations } from '../registry/registrations.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -28,6 +29,8 @@ export interface AdminDeps {
   metrics?: { readonly contentType: string; text(): Promise<string> };
   /** Reload without restart: `GET /v1/plan`, `POST /v1/reload`; the routes exist only when given. */
   reload?: ReloadDeps;
+  /** The live state of a service's gateway policies (breakers, budget, limits, ejections). */
+  policyState?: (group: string, service: string) => object | undefined;
 }
 
 export interface AdminServer {
@@ -125,6 +128,14 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
   app.get('/v1/node', { schema: routeSchemas.node }, () => deps.node() ?? null);
 
   app.get('/v1/services', { schema: routeSchemas.services }, (): ServiceSummary[] => serviceSummaries(deps.spec(), deps.catalog));
+
+  app.get<{ Params: { service: string } }>('/v1/services/:service', { schema: routeSchemas.service }, (request) => {
+    const { service } = request.params;
+    assertServiceKnown(deps, service);
+    const summary = serviceSummaries(deps.spec(), deps.catalog).find((s) => s.service === service)!;
+    const spec = deps.spec().groups.find((g) => g.name === summary.group)?.services.find((s) => s.name === service);
+    return { ...summary, policies: spec?.policies ?? DEFAULT_POLICIES, state: deps.policyState?.(summary.group, service) ?? null };
+  });
 
   app.get('/v1/groups', { schema: routeSchemas.groups }, (): GroupSummary[] => groupSummaries(deps.spec(), deps.catalog));
 

@@ -234,6 +234,38 @@ export const routeSchemas = {
     querystring: statusQuery,
     response: { 200: instanceList, 400: BAD_REQUEST },
   },
+  service: {
+    summary: 'One service: its summary, its policies as applied (defaults, group, service), and their live state: breakers, retry budget, limits, ejections',
+    tags: ['catalog'],
+    params: { type: 'object', required: ['service'], properties: { service: { type: 'string' } } },
+    response: {
+      200: {
+        description: 'The service. `state` is null when the gateway has not routed to it yet.',
+        type: 'object',
+        required: ['group', 'service', 'stable', 'versions', 'instances', 'passing', 'policies', 'state'],
+        properties: {
+          group: { type: 'string' },
+          service: { type: 'string' },
+          stable: { type: ['string', 'null'] },
+          versions: { type: 'array', items: { type: 'string' } },
+          instances: { type: 'integer' },
+          passing: { type: 'integer' },
+          policies: { type: 'object', additionalProperties: true, description: 'The service\'s policies, durations in milliseconds (docs/resilience.md)' },
+          state: {
+            anyOf: [
+              { type: 'null' },
+              {
+                type: 'object',
+                additionalProperties: true,
+                description: 'breaker (service), budget (retries in flight, granted, refused), limits (active, queued, rejected), versions (ejected count, panic), instances (in flight, breaker, ejection)',
+              },
+            ],
+          },
+        },
+      },
+      404: NOT_FOUND,
+    },
+  },
   serviceInstances: {
     summary: 'The instances of one service, any version',
     tags: ['catalog'],

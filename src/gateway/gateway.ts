@@ -3,15 +3,17 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Agent } from 'undici';
 import type { Catalog } from '../catalog/catalog.js';
+import { systemClock, type Clock } from '../clock.js';
 import { BerthError, ErrorCodes, type ErrorCode } from '../errors.js';
-import type { ListenSpec, NodeSpec } from '../manifest/types.js';
+import type { BalancerSpec, ListenSpec, NodeSpec, ServiceSpec } from '../manifest/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Drainer } from '../supervisor/instance.js';
-import { requestIdOf, upstreamHeaders } from './headers.js';
+import { answer, Exchange, type ExchangeDeps, type RequestContext } from './exchange.js';
+import { requestedTimeoutOf, requestIdOf } from './headers.js';
 import type { GatewayObserver } from './observer.js';
-import { forward, type ProxyOutcome } from './proxy.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { matchRoute, type RouteMatch } from './router.js';
+import { ServiceRuntime, type PolicyState } from './service-runtime.js';
 import type { Target } from './target.js';
 import { proxyUpgrade } from './upgrade.js';
 
@@ -20,17 +22,8 @@ export interface GatewayDeps {
   logger: Logger;
   observer: GatewayObserver;
   random?: () => number;
-}
-
-/** What a request's log line and metrics need, taken when it arrives. */
-interface RequestContext {
-  started: number;
-  requestId: string;
-  method: string;
-  path: string;
-  clientIp: string;
-  /** The declared Content-Length (0 for chunked bodies, which are streamed uncounted). */
-  bytesIn: number;
+  /** For breakers and ejections (default: the system clock). */
+  clock?: Clock;
 }
 
 interface Listener {
@@ -58,6 +51,9 @@ export class Gateway implements Drainer {
   readonly #log: Logger;
   readonly #agent: Agent;
   readonly #targets = new Map<string, Target>();
+  /** Policy state per service (`group/service`), kept across route tables. */
+  readonly #runtimes = new Map<string, ServiceRuntime>();
+  readonly #exchangeDeps: ExchangeDeps;
   readonly #listeners = new Map<string, Listener>();
   #spec: NodeSpec | undefined;
   #table: RouteTable = { prefixes: [], hosts: new Map(), ports: new Map(), routes: 0, instances: 0, live: new Set() };
@@ -69,6 +65,12 @@ export class Gateway implements Drainer {
     this.#deps = deps;
     this.#log = deps.logger.child({ component: 'gateway' });
     this.#agent = new Agent({ connections: CONNECTIONS_PER_INSTANCE, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 });
+    this.#exchangeDeps = { dispatcher: this.#agent, observer: deps.observer, bodyIdleTimeoutMs: BODY_IDLE_TIMEOUT_MS, random: deps.random ?? Math.random };
+  }
+
+  /** The live state of a service's policies (breakers, budget, limits, ejections), for the admin API. */
+  policyState(group: string, service: string): PolicyState | undefined {
+    return this.#runtimes.get(`${group}/${service}`)?.snapshot();
   }
 
   /** URL of the main listener, and of each group with a port of its own. */
@@ -133,6 +135,7 @@ export class Gateway implements Drainer {
     await Promise.all([...this.#listeners.values()].map((l) => closeServer(l.server)));
     this.#listeners.clear();
     await this.#agent.close();
+    for (const r of this.#runtimes.values()) r.close();
     for (const w of this.#rebuildWaiters.splice(0)) w();
   }
 
@@ -149,7 +152,24 @@ export class Gateway implements Drainer {
   #rebuild(): void {
     if (!this.#spec) return;
     const started = performance.now();
-    this.#table = compileRouteTable({ groups: this.#spec.groups, instances: this.#deps.catalog.list(), targets: this.#targets, ...(this.#deps.random ? { random: this.#deps.random } : {}) });
+    const seen = new Set<string>();
+    this.#table = compileRouteTable({
+      groups: this.#spec.groups,
+      instances: this.#deps.catalog.list(),
+      targets: this.#targets,
+      runtimeOf: (spec) => {
+        const key = `${spec.group}/${spec.name}`;
+        seen.add(key);
+        return this.#runtimeOf(key, spec);
+      },
+      now: performance.now(),
+      ...(this.#deps.random ? { random: this.#deps.random } : {}),
+    });
+    for (const [key, runtime] of this.#runtimes) {
+      if (seen.has(key)) continue;
+      runtime.close();
+      this.#runtimes.delete(key);
+    }
     this.#deps.observer.routeTableBuilt({ durationMs: performance.now() - started, routes: this.#table.routes, instances: this.#table.instances });
     for (const w of this.#rebuildWaiters.splice(0)) w();
   }
@@ -172,76 +192,60 @@ export class Gateway implements Drainer {
     return listener;
   }
 
+  #runtimeOf(key: string, spec: ServiceSpec): ServiceRuntime {
+    let runtime = this.#runtimes.get(key);
+    if (runtime) {
+      runtime.update(spec.policies);
+      return runtime;
+    }
+    const observer = this.#deps.observer;
+    runtime = new ServiceRuntime(spec.group, spec.name, spec.policies, this.#deps.clock ?? systemClock, {
+      breaker: (scope, t) => observer.breakerChanged(scope, t.from, t.to, t.reason),
+      outlier: (scope, e) => {
+        observer.outlierChanged({ group: scope.group, service: scope.service, version: scope.version ?? '', instance: e.instance }, e.kind, e.reason, e.until);
+        // An ejection changes who is balanced over: recompile (the table stays immutable).
+        this.#queueRebuild();
+      },
+    });
+    this.#runtimes.set(key, runtime);
+    return runtime;
+  }
+
   #handle(req: IncomingMessage, res: ServerResponse, listener: Listener): void {
     this.#deps.observer.requestStarted();
     const url = req.url ?? '/';
+    const match = matchRoute(this.#table, { url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
+    const started = performance.now();
     const q = url.indexOf('?');
     // Taken now: once the response is sent, Node may detach the socket from the request.
     const ctx: RequestContext = {
-      started: performance.now(),
+      started,
       requestId: requestIdOf(req),
       method: req.method ?? '',
       path: q === -1 ? url : url.slice(0, q),
       clientIp: req.socket.remoteAddress ?? '',
       bytesIn: Number(req.headers['content-length'] ?? 0) || 0,
+      deadline: 0,
+      hashKey: undefined,
     };
-    res.setHeader('x-request-id', ctx.requestId);
-    const match = matchRoute(this.#table, { url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
     if (!match.ok) {
-      this.#answer(req, res, match.code, match.message, ctx.requestId);
-      this.#finish(ctx, match, null, ErrorCodes[match.code].status, 0, match.code);
+      answer(res, match.code, match.message, ctx.requestId);
+      this.#unrouted(ctx, match, ErrorCodes[match.code].status, match.code);
       return;
     }
-    this.#send(req, res, match, ctx, 0);
-  }
-
-  /** Sends to an instance; a refused connection (nothing reached it) is tried once on another instance. */
-  #send(req: IncomingMessage, res: ServerResponse, match: Extract<RouteMatch, { ok: true }>, ctx: RequestContext, attempt: number): void {
-    const target = match.version.balancer.pick();
-    if (!target) {
-      const message = `no passing instance of ${match.service.service}@${match.version.version}`;
-      this.#answer(req, res, 'BERTH_ERR_NO_INSTANCE', message, ctx.requestId);
-      this.#finish(ctx, match, null, 503, 0, 'BERTH_ERR_NO_INSTANCE');
-      return;
-    }
-    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-    target.acquire();
-    forward(
-      req,
-      res,
-      {
-        dispatcher: this.#agent,
-        origin: target.origin,
-        path: match.path,
-        headers: upstreamHeaders(req, { requestId: ctx.requestId, prefix: match.prefix, proto: 'http' }),
-        body: hasBody ? req : null,
-        headersTimeoutMs: match.service.timeoutMs,
-        bodyIdleTimeoutMs: BODY_IDLE_TIMEOUT_MS,
-      },
-      (outcome: ProxyOutcome) => {
-        target.release();
-        if (outcome.ok) {
-          this.#finish(ctx, match, target.id, outcome.status, outcome.bytesOut, null);
-          return;
-        }
-        if (outcome.failure !== 'client') {
-          this.#deps.observer.upstreamFailed(outcome.failure, { group: match.group.name, service: match.service.service, version: match.version.version, instance: target.id });
-        }
-        if (outcome.failure === 'connect' && !hasBody && attempt === 0 && !res.headersSent && match.version.instances > 1) {
-          this.#send(req, res, match, ctx, attempt + 1);
-          return;
-        }
-        const status = outcome.failure === 'client' ? 499 : outcome.responded ? outcome.status : ErrorCodes[outcome.code].status;
-        if (!outcome.responded && outcome.failure !== 'client') this.#answer(req, res, outcome.code, outcome.message, ctx.requestId);
-        this.#finish(ctx, match, target.id, status, outcome.bytesOut, outcome.code);
-      },
-    );
+    const runtime = match.service.runtime;
+    const requested = requestedTimeoutOf(req);
+    const timeoutMs = runtime.policies.timeoutMs;
+    ctx.deadline = started + (requested !== undefined && requested < timeoutMs ? requested : timeoutMs);
+    const balancer = runtime.policies.balancer;
+    if (balancer.kind === 'hash') ctx.hashKey = hashKeyOf(req, balancer);
+    new Exchange(this.#exchangeDeps, req, res, match, runtime, ctx).start();
   }
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer, listener: Listener): void {
     const requestId = requestIdOf(req);
     const match = matchRoute(this.#table, { url: req.url ?? '/', host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
-    const target = match.ok ? match.version.balancer.pick() : undefined;
+    const target = match.ok ? match.version.balancer.pick({ now: performance.now() }) : undefined;
     if (!match.ok || !target) {
       const code: ErrorCode = match.ok ? 'BERTH_ERR_NO_INSTANCE' : match.code;
       const body = JSON.stringify({ code, message: match.ok ? 'no passing instance' : match.message, requestId });
@@ -249,35 +253,43 @@ export class Gateway implements Drainer {
       return;
     }
     target.acquire();
-    proxyUpgrade(req, socket, head, { target, path: match.path, requestId, prefix: match.prefix }, () => target.release());
+    proxyUpgrade(req, socket, head, { target, path: match.path, requestId, prefix: match.prefix, timeoutMs: match.service.runtime.policies.timeoutMs }, () => target.release());
   }
 
-  /** The gateway's own answer: JSON with a stable code and the request id, never a stack trace. */
-  #answer(req: IncomingMessage, res: ServerResponse, code: ErrorCode, message: string, requestId: string): void {
-    if (res.headersSent || res.destroyed) return;
-    const body = JSON.stringify({ code, message, requestId });
-    res.writeHead(ErrorCodes[code].status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(code === 'BERTH_ERR_NO_INSTANCE' ? { 'retry-after': '1' } : {}) });
-    res.end(req.method === 'HEAD' ? undefined : body);
-  }
-
-  #finish(ctx: RequestContext, match: RouteMatch, instance: string | null, status: number, bytesOut: number, error: string | null): void {
+  /** A request no route took: logged and counted, with what the router got as far as. */
+  #unrouted(ctx: RequestContext, match: Extract<RouteMatch, { ok: false }>, status: number, error: ErrorCode): void {
     this.#deps.observer.requestFinished({
       requestId: ctx.requestId,
       method: ctx.method,
       path: ctx.path,
-      group: match.ok ? match.group.name : match.group ?? null,
-      service: match.ok ? match.service.service : match.service ?? null,
-      version: match.ok ? match.version.version : null,
-      instance,
+      group: match.group ?? null,
+      service: match.service ?? null,
+      version: null,
+      instance: null,
       status,
       bytesIn: ctx.bytesIn,
-      bytesOut,
+      bytesOut: 0,
       durationMs: performance.now() - ctx.started,
       clientIp: ctx.clientIp,
       error,
+      retries: 0,
     });
   }
+}
 
+/** The consistent-hash key of a request: the header's value, or the cookie's. */
+function hashKeyOf(req: IncomingMessage, spec: Extract<BalancerSpec, { kind: 'hash' }>): string | undefined {
+  if (spec.header !== undefined) {
+    const value = req.headers[spec.header];
+    return Array.isArray(value) ? value[0] : value;
+  }
+  const cookies = req.headers.cookie;
+  if (spec.cookie === undefined || cookies === undefined) return undefined;
+  for (const part of cookies.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq !== -1 && part.slice(0, eq).trim() === spec.cookie) return part.slice(eq + 1).trim();
+  }
+  return undefined;
 }
 
 /** Malformed HTTP from a client: answer 400 (431 for huge headers) and close; the node keeps serving. */

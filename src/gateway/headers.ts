@@ -5,7 +5,15 @@ import type { IncomingMessage } from 'node:http';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 
 /** Headers the gateway sets itself; a client's copy is replaced, not forwarded. */
-const OWN = new Set(['x-request-id', 'x-forwarded-prefix', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-for', 'expect']);
+const OWN = new Set(['x-request-id', 'x-forwarded-prefix', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-for', 'expect', 'x-berth-timeout-ms']);
+
+/**
+ * The time an instance has left to answer, in whole milliseconds, set by the
+ * gateway on every try (and by berth/client): a service that calls another
+ * passes what is left on, so nested calls shrink the deadline instead of each
+ * starting a fresh one. A request that arrives with it gets at most that long.
+ */
+export const TIMEOUT_HEADER = 'x-berth-timeout-ms';
 
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
@@ -19,6 +27,16 @@ export interface ForwardedInfo {
   requestId: string;
   prefix: string;
   proto: 'http' | 'https';
+  /** What the instance has left, for x-berth-timeout-ms. */
+  timeoutMs: number;
+}
+
+/** The deadline a client asked for with x-berth-timeout-ms, in ms, or undefined (absent or not a positive integer). */
+export function requestedTimeoutOf(req: IncomingMessage): number | undefined {
+  const given = req.headers[TIMEOUT_HEADER];
+  if (typeof given !== 'string') return undefined;
+  const ms = Number(given);
+  return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined;
 }
 
 /**
@@ -48,6 +66,7 @@ export function upstreamHeaders(req: IncomingMessage, info: ForwardedInfo): stri
     'x-forwarded-proto', info.proto,
     'x-forwarded-prefix', info.prefix,
     'x-request-id', info.requestId,
+    TIMEOUT_HEADER, String(Math.max(1, Math.floor(info.timeoutMs))),
   );
   if (host !== undefined) out.push('x-forwarded-host', host);
   return out;
@@ -62,14 +81,15 @@ function stripConnectionTokens(flat: string[], connection: string): void {
   }
 }
 
-/** Response headers from an instance, less hop-by-hop ones, ready for `writeHead`. */
-export function downstreamHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+/** Response headers from an instance, less hop-by-hop ones, plus the gateway's own (which win), ready for `writeHead`. */
+export function downstreamHeaders(headers: Record<string, string | string[] | undefined>, own: readonly [string, string]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = { [own[0]]: own[1] };
+  const ownName = own[0];
   const connection = headers.connection;
   const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((t) => t.trim()) : [];
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
+    if (value === undefined || name === ownName || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
     out[name] = value;
   }
   return out;

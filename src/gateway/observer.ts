@@ -23,15 +23,51 @@ export interface RequestRecord {
   clientIp: string;
   /** The gateway's own error code when it answered itself (`BERTH_ERR_NO_ROUTE`…). */
   error: string | null;
+  /** Tries after the first. */
+  retries: number;
 }
 
 export type UpstreamFailure = 'connect' | 'timeout' | 'reset';
 
+/** What a retry was for: a failure without a response, or the status the instance answered. */
+export type RetryReason = UpstreamFailure | `${number}`;
+
+export interface RouteRef {
+  group: string;
+  service: string;
+  version: string;
+}
+
+export type BreakerStateName = 'closed' | 'open' | 'half-open';
+
 export interface GatewayObserver {
   requestStarted(): void;
   requestFinished(record: RequestRecord): void;
-  upstreamFailed(kind: UpstreamFailure, route: { group: string; service: string; version: string; instance: string }): void;
+  upstreamFailed(kind: UpstreamFailure, route: RouteRef & { instance: string }): void;
+  /** A try was retried. */
+  retried(route: RouteRef, reason: RetryReason): void;
+  /** A retry was wanted but the service's retry budget was spent. */
+  retryRefused(route: RouteRef): void;
+  /** The gateway refused a request itself: breaker open (BERTH_ERR_CIRCUIT_OPEN) or bulkhead full (BERTH_ERR_OVERLOADED). */
+  rejected(route: RouteRef, code: string): void;
+  /** A breaker changed state: a service's (no instance) or an instance's. */
+  breakerChanged(scope: { group: string; service: string; version?: string; instance?: string }, from: BreakerStateName, to: BreakerStateName, reason: string): void;
+  /** An instance was ejected by outlier detection, or returned. */
+  outlierChanged(scope: RouteRef & { instance: string }, kind: 'ejected' | 'returned', reason: string | undefined, until: number | undefined): void;
   routeTableBuilt(info: { durationMs: number; routes: number; instances: number }): void;
+}
+
+/** An observer that ignores everything; extend it to implement only some events. */
+export class NullObserver implements GatewayObserver {
+  requestStarted(): void {}
+  requestFinished(_record: RequestRecord): void {}
+  upstreamFailed(_kind: UpstreamFailure, _route: RouteRef & { instance: string }): void {}
+  retried(_route: RouteRef, _reason: RetryReason): void {}
+  retryRefused(_route: RouteRef): void {}
+  rejected(_route: RouteRef, _code: string): void {}
+  breakerChanged(_scope: { group: string; service: string; version?: string; instance?: string }, _from: BreakerStateName, _to: BreakerStateName, _reason: string): void {}
+  outlierChanged(_scope: RouteRef & { instance: string }, _kind: 'ejected' | 'returned', _reason: string | undefined, _until: number | undefined): void {}
+  routeTableBuilt(_info: { durationMs: number; routes: number; instances: number }): void {}
 }
 
 /** Sends every observation to each of `observers`, in order. */
@@ -40,6 +76,11 @@ export function fanOut(...observers: GatewayObserver[]): GatewayObserver {
     requestStarted: () => observers.forEach((o) => o.requestStarted()),
     requestFinished: (r) => observers.forEach((o) => o.requestFinished(r)),
     upstreamFailed: (k, r) => observers.forEach((o) => o.upstreamFailed(k, r)),
+    retried: (r, why) => observers.forEach((o) => o.retried(r, why)),
+    retryRefused: (r) => observers.forEach((o) => o.retryRefused(r)),
+    rejected: (r, code) => observers.forEach((o) => o.rejected(r, code)),
+    breakerChanged: (s, from, to, why) => observers.forEach((o) => o.breakerChanged(s, from, to, why)),
+    outlierChanged: (s, kind, why, until) => observers.forEach((o) => o.outlierChanged(s, kind, why, until)),
     routeTableBuilt: (i) => observers.forEach((o) => o.routeTableBuilt(i)),
   };
 }

@@ -2,40 +2,53 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../errors.js';
-import type { UpstreamFailure } from './observer.js';
 import { downstreamHeaders } from './headers.js';
 
-/** How a forwarded request ended, for the gateway to log, count and answer. */
-export type ProxyOutcome =
-  | { ok: true; status: number; bytesOut: number }
-  | { ok: false; failure: UpstreamFailure | 'client'; code: ErrorCode; message: string; responded: boolean; bytesOut: number; status: number };
+/** Why a try failed without a response the client got. */
+export type TryFailure = 'connect' | 'reset' | 'timeout' | 'client';
 
-export interface ForwardOptions {
+/** How one try at an instance ended. */
+export type TryOutcome =
+  /** The instance's response went to the client, complete. */
+  | { kind: 'response'; status: number; bytesOut: number }
+  /** The instance answered a status the caller chose to retry: nothing went to the client. */
+  | { kind: 'discarded'; status: number }
+  /** No complete response: `responded` says whether the client already got its head (and then a cut body). */
+  | { kind: 'failed'; failure: TryFailure; code: ErrorCode; message: string; responded: boolean; status: number; bytesOut: number };
+
+export interface TryOptions {
   dispatcher: Dispatcher;
   origin: string;
   path: string;
   headers: string[];
   body: IncomingMessage | null;
-  /** From dispatch until the response's headers: past it, 504. */
+  /** From dispatch until the response's headers: past it, the try fails with `timeout`. */
   headersTimeoutMs: number;
   /** Silence while the response body streams: past it, the response is cut. */
   bodyIdleTimeoutMs: number;
+  /** The gateway's own response headers (x-request-id), first in the head. */
+  ownHeaders: readonly [string, string];
+  /** Asked once the status is known: true keeps the response from the client (the caller retries it). */
+  discard: (status: number) => boolean;
+}
+
+/** A try in flight, for its caller to cancel (the client left, the deadline passed). */
+export interface Try {
+  cancel(reason: 'client' | 'timeout'): void;
 }
 
 /**
- * Streams one request to an instance and its response back, both ways without
- * buffering: the instance's body is paused while the client cannot keep up.
- * The client going away aborts the upstream request down to its socket.
+ * Sends one try to an instance and streams its response back, both ways
+ * without buffering: the instance's body is paused while the client cannot
+ * keep up. Cancelling aborts the request down to the instance's socket.
  */
-export function forward(req: IncomingMessage, res: ServerResponse, options: ForwardOptions, done: (outcome: ProxyOutcome) => void): void {
-  const handler = new ProxyHandler(res, options.bodyIdleTimeoutMs, done);
-  res.on('close', handler.onClientClose);
-  handler.arm(options.headersTimeoutMs);
+export function sendTry(res: ServerResponse, options: TryOptions, done: (outcome: TryOutcome) => void): Try {
+  const handler = new TryHandler(res, options, done);
   options.dispatcher.dispatch(
     {
       origin: options.origin,
       path: options.path,
-      method: req.method as Dispatcher.HttpMethod,
+      method: res.req.method as Dispatcher.HttpMethod,
       headers: options.headers,
       body: options.body,
       // The timeouts are the handler's own (native timers): undici's would
@@ -45,75 +58,69 @@ export function forward(req: IncomingMessage, res: ServerResponse, options: Forw
       // and with it most of the p99 tail (docs/performance.md).
       headersTimeout: 0,
       bodyTimeout: 0,
-      // Bodies are streamed from the client: they cannot be replayed, so no automatic retry here.
+      // Retries are the gateway's decision (policies), never undici's.
       idempotent: false,
     },
     handler,
   );
+  return handler;
 }
 
-class ProxyHandler implements Dispatcher.DispatchHandler {
+class TryHandler implements Dispatcher.DispatchHandler, Try {
   readonly #res: ServerResponse;
-  readonly #bodyIdleTimeoutMs: number;
-  readonly #done: (outcome: ProxyOutcome) => void;
+  readonly #options: TryOptions;
+  readonly #done: (outcome: TryOutcome) => void;
   #controller: Dispatcher.DispatchController | undefined;
   /**
-   * One timer per request: armed for the headers timeout; when it fires after
-   * the response started, it re-arms itself until the body has been silent for
-   * the idle timeout. (A second timer per request, or a refresh per chunk, costs
-   * more than reading the clock per chunk.)
+   * One timer per try: armed for the headers timeout (or the body's idle
+   * timeout if shorter); when it fires after the response started, it re-arms
+   * itself until the body has been silent for the idle timeout. (A second timer
+   * per request, or a refresh per chunk, costs more than a clock read per chunk.)
    */
   #timer: NodeJS.Timeout | undefined;
+  #headersDeadline: number;
   /** performance.now() of the response's start or its latest body chunk. */
   #lastActivity = 0;
-  #headersDeadline = 0;
-  /** Why the request was cancelled before undici handed over its controller. */
+  /** Why the try was cancelled before undici handed over its controller. */
   #cancelled: Error | undefined;
   #status = 0;
   #bytes = 0;
   #finished = false;
+  #discarding = false;
   #paused = false;
   #corked = false;
 
-  constructor(res: ServerResponse, bodyIdleTimeoutMs: number, done: (outcome: ProxyOutcome) => void) {
+  constructor(res: ServerResponse, options: TryOptions, done: (outcome: TryOutcome) => void) {
     this.#res = res;
-    this.#bodyIdleTimeoutMs = bodyIdleTimeoutMs;
+    this.#options = options;
     this.#done = done;
-  }
-
-  arm(timeoutMs: number): void {
-    this.#timer = setTimeout(this.#onTimeout, Math.min(timeoutMs, this.#bodyIdleTimeoutMs));
-    this.#headersDeadline = performance.now() + timeoutMs;
+    this.#headersDeadline = performance.now() + options.headersTimeoutMs;
+    this.#timer = setTimeout(this.#onTimeout, Math.min(options.headersTimeoutMs, options.bodyIdleTimeoutMs));
   }
 
   readonly #onTimeout = (): void => {
     this.#timer = undefined;
     const now = performance.now();
     // Armed for the shorter of the two: either may still be running.
-    const leftMs = this.#status === 0 ? this.#headersDeadline - now : this.#bodyIdleTimeoutMs - (now - this.#lastActivity);
+    const leftMs = this.#status === 0 ? this.#headersDeadline - now : this.#options.bodyIdleTimeoutMs - (now - this.#lastActivity);
     if (leftMs >= 1) {
       this.#timer = setTimeout(this.#onTimeout, leftMs);
       return;
     }
-    this.#cancel(new UpstreamTimeout(this.#status === 0 ? 'headers' : 'body'));
+    this.cancel('timeout');
   };
 
-  readonly onClientClose = (): void => {
+  cancel(reason: 'client' | 'timeout'): void {
     if (this.#finished) return;
-    // The client left before the response was complete: cancel the work at the instance too.
-    this.#cancel(new ClientGone());
-  };
-
-  /** Aborts the request down to the instance's socket; the outcome comes through onResponseError. */
-  #cancel(reason: Error): void {
+    const err = reason === 'client' ? new ClientGone() : new TryTimeout(this.#status === 0 ? 'headers' : 'body');
     if (this.#controller) {
-      this.#controller.abort(reason);
+      // The outcome comes through onResponseError.
+      this.#controller.abort(err);
       return;
     }
-    // Still queued in undici, which has not handed over a controller: answer now,
-    // and abort once it does (onRequestStart).
-    this.#cancelled = reason;
-    this.onResponseError(undefined, reason);
+    // Still queued in undici, which has not handed over a controller: end now, abort once it does.
+    this.#cancelled = err;
+    this.onResponseError(undefined, err);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -126,16 +133,26 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is answered by the listener)
     this.#status = statusCode;
     this.#lastActivity = performance.now();
+    if (this.#options.discard(statusCode)) {
+      this.#discarding = true;
+      return;
+    }
     // Measured: syscalls dominate a small proxied response. Corked, the head,
     // a small body and the end leave in one writev instead of two or three.
     this.#res.socket?.cork();
     this.#corked = true;
-    this.#res.writeHead(statusCode, downstreamHeaders(headers));
+    this.#res.writeHead(statusCode, downstreamHeaders(headers, this.#options.ownHeaders));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#bytes += chunk.length;
     this.#lastActivity = performance.now();
+    if (this.#discarding) {
+      // Read to the end, so the connection stays reusable; a large error body is not worth it.
+      this.#bytes += chunk.length;
+      if (this.#bytes > DISCARD_LIMIT) controller.abort(new DiscardLimit());
+      return;
+    }
+    this.#bytes += chunk.length;
     if (this.#corked && this.#bytes > CORK_LIMIT) this.#uncork();
     if (!this.#res.write(chunk) && !this.#paused) {
       this.#paused = true;
@@ -148,23 +165,31 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (this.#finished) return;
     this.#finished = true;
     clearTimeout(this.#timer);
+    if (this.#discarding) {
+      this.#done({ kind: 'discarded', status: this.#status });
+      return;
+    }
     this.#res.end();
     this.#uncork();
-    this.#done({ ok: true, status: this.#status, bytesOut: this.#bytes });
+    this.#done({ kind: 'response', status: this.#status, bytesOut: this.#bytes });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
     if (this.#finished) return;
     this.#finished = true;
     clearTimeout(this.#timer);
-    const outcome = classify(err);
+    if (err instanceof DiscardLimit) {
+      this.#done({ kind: 'discarded', status: this.#status });
+      return;
+    }
     this.#uncork();
-    const responded = this.#res.headersSent;
+    const responded = !this.#discarding && this.#res.headersSent;
     // Headers already went out: the only honest signal left is to cut the response.
     if (responded) this.#res.destroy(err);
-    this.#done({ ...outcome, responded, bytesOut: this.#bytes, status: responded ? this.#status : 0 });
+    this.#done({ kind: 'failed', ...classify(err), responded, bytesOut: responded ? this.#bytes : 0, status: responded ? this.#status : 0 });
   }
 
   #uncork(): void {
@@ -176,9 +201,11 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
 
 /** Past this many body bytes a response streams as it comes instead of waiting corked. */
 const CORK_LIMIT = 16 * 1024;
+/** A retried response's body is read to its end up to this size (keeping the connection), else the connection is dropped. */
+const DISCARD_LIMIT = 64 * 1024;
 
-class UpstreamTimeout extends Error {
-  override name = 'UpstreamTimeout';
+class TryTimeout extends Error {
+  override name = 'TryTimeout';
   constructor(readonly phase: 'headers' | 'body') {
     super(phase === 'headers' ? 'the instance did not answer in time' : 'the instance stopped sending the response body');
   }
@@ -191,21 +218,22 @@ class ClientGone extends Error {
   }
 }
 
-function classify(err: Error): { ok: false; failure: UpstreamFailure | 'client'; code: ErrorCode; message: string } {
-  if (err instanceof ClientGone) return { ok: false, failure: 'client', code: 'BERTH_ERR_UPSTREAM_RESET', message: err.message };
-  if (err instanceof UpstreamTimeout) return { ok: false, failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: err.message };
+class DiscardLimit extends Error {
+  override name = 'DiscardLimit';
+}
+
+function classify(err: Error): { failure: TryFailure; code: ErrorCode; message: string } {
+  if (err instanceof ClientGone) return { failure: 'client', code: 'BERTH_ERR_UPSTREAM_RESET', message: err.message };
+  if (err instanceof TryTimeout) return { failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: err.message };
   const code = (err as NodeJS.ErrnoException).code;
   switch (code) {
-    case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT':
-      return { ok: false, failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: 'the instance did not answer in time' };
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'ECONNREFUSED':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'EADDRNOTAVAIL':
-      return { ok: false, failure: 'connect', code: 'BERTH_ERR_UPSTREAM_CONNECT', message: `cannot connect to the instance (${code})` };
+      return { failure: 'connect', code: 'BERTH_ERR_UPSTREAM_CONNECT', message: `cannot connect to the instance (${code})` };
     default:
-      return { ok: false, failure: 'reset', code: 'BERTH_ERR_UPSTREAM_RESET', message: `the instance closed the connection (${code ?? err.message})` };
+      return { failure: 'reset', code: 'BERTH_ERR_UPSTREAM_RESET', message: `the instance closed the connection (${code ?? err.message})` };
   }
 }

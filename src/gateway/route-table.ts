@@ -1,23 +1,30 @@
 import type { InstanceRecord } from '../catalog/types.js';
 import type { EndpointSpec, GroupSpec, ServiceSpec } from '../manifest/types.js';
 import { compareSemver } from '../manifest/semver.js';
-import { DEFAULT_ROUTE_TIMEOUT_MS } from '../manifest/normalize.js';
+import { DEFAULT_POLICIES } from '../manifest/policies.js';
 import { createBalancer, type Balancer } from './balancers/balancer.js';
+import type { ServiceRuntime } from './service-runtime.js';
 import { Target } from './target.js';
 
-/** One version of a service with the balancer over its passing instances. */
+/** One version of a service with the balancer over its passing instances (less those ejected, unless in panic). */
 export interface VersionRoute {
   version: string;
   major: number;
   balancer: Balancer;
+  /** Instances the balancer picks from. */
   instances: number;
+  /** Passing instances left out because outlier detection ejected them. */
+  ejected: number;
+  /** Too few left un-ejected: the balancer spreads over all passing instances, ejected ones too. */
+  panic: boolean;
 }
 
 export interface ServiceRoute {
   group: string;
   service: string;
   stable: string | null;
-  timeoutMs: number;
+  /** Its policies' live state (breakers, budget, limits, detectors): outlives tables. */
+  runtime: ServiceRuntime;
   /** Highest version first. */
   versions: VersionRoute[];
   /** The highest version of each major, for `/v<major>/` paths. */
@@ -52,6 +59,10 @@ export interface CompileOptions {
   instances: readonly InstanceRecord[];
   /** Targets of the previous table by instance id, reused so their in-flight counts carry over. */
   targets: Map<string, Target>;
+  /** The policy state of a service, created on first sight and given the spec's policies. */
+  runtimeOf: (spec: ServiceSpec) => ServiceRuntime;
+  /** performance.now() of this compile: when an instance entering rotation starts its slow start. */
+  now: number;
   random?: () => number;
 }
 
@@ -85,7 +96,7 @@ export function compileRouteTable(options: CompileOptions): RouteTable {
       if (g === spec.name && !services.has(s)) services.set(s, externalService(g, s));
     }
     for (const service of services.values()) {
-      group.services.set(service.name, compileService(spec.name, service, passing, known, targets, live, options.random));
+      group.services.set(service.name, compileService(spec.name, service, passing, known, live, options));
     }
     table.routes += group.services.size;
     if (spec.endpoint.kind === 'path') table.prefixes.push({ prefix: spec.endpoint.prefix, group });
@@ -95,19 +106,17 @@ export function compileRouteTable(options: CompileOptions): RouteTable {
   table.prefixes.sort((a, b) => b.prefix.length - a.prefix.length);
   table.instances = live.size;
   // Forget targets of instances that left, once nothing is in flight on them (draining waits on those).
-  for (const [id, target] of targets) if (!live.has(id) && target.inflight === 0) targets.delete(id);
+  for (const [id, target] of targets) {
+    if (live.has(id)) continue;
+    target.routed = false;
+    if (target.inflight === 0) targets.delete(id);
+  }
   return table;
 }
 
-function compileService(
-  group: string,
-  spec: ServiceSpec,
-  passing: Map<string, InstanceRecord[]>,
-  known: Set<string>,
-  targets: Map<string, Target>,
-  live: Set<string>,
-  random: (() => number) | undefined,
-): ServiceRoute {
+function compileService(group: string, spec: ServiceSpec, passing: Map<string, InstanceRecord[]>, known: Set<string>, live: Set<string>, options: CompileOptions): ServiceRoute {
+  const { targets, now } = options;
+  const runtime = options.runtimeOf(spec);
   const names = new Set(spec.versions.map((v) => v.version));
   // Versions registered from outside (not in the manifest) are routable too.
   const prefix = `${group}\0${spec.name}\0`;
@@ -119,15 +128,25 @@ function compileService(
     const versionTargets = records.map((r) => {
       let target = targets.get(r.id);
       if (!target || target.port !== r.port || target.address !== r.address) {
-        target = new Target(r.id, r.address, r.port, r.weight);
+        target = new Target(r.id, r.address, r.port, r.weight, { now });
         targets.set(r.id, target);
+      } else if (!target.routed) {
+        // Back in rotation (passing again): its slow start begins again.
+        target.passingSince = now;
       }
       target.weight = r.weight;
+      target.routed = true;
+      runtime.equip(target, version);
       live.add(r.id);
       return target;
     });
-    versions.push({ version, major: majorOf(version), balancer: createBalancer(spec.balancer, versionTargets, random), instances: versionTargets.length });
+    const detector = runtime.detector(version, versionTargets.map((t) => t.id));
+    const panic = detector?.panic ?? false;
+    const eligible = detector && !panic ? versionTargets.filter((t) => !detector.isEjected(t.id)) : versionTargets;
+    const balancer = createBalancer(spec.policies.balancer, eligible, { slowStartMs: spec.policies.slowStartMs, ...(options.random ? { random: options.random } : {}) });
+    versions.push({ version, major: majorOf(version), balancer, instances: eligible.length, ejected: versionTargets.length - eligible.length, panic });
   }
+  runtime.retainVersions(names);
   const byMajor = new Map<number, VersionRoute>();
   const byVersion = new Map<string, VersionRoute>();
   for (const v of versions) {
@@ -136,12 +155,12 @@ function compileService(
     const known = byMajor.get(v.major);
     if (!known || (known.instances === 0 && v.instances > 0)) byMajor.set(v.major, v);
   }
-  return { group, service: spec.name, stable: spec.stable || null, timeoutMs: spec.timeoutMs, versions, byMajor, byVersion };
+  return { group, service: spec.name, stable: spec.stable || null, runtime, versions, byMajor, byVersion };
 }
 
 /** A service known only from external registrations: no stable version, the highest passing one serves. */
 function externalService(group: string, name: string): ServiceSpec {
-  return { group, name, stable: '', balancer: 'round-robin', timeoutMs: DEFAULT_ROUTE_TIMEOUT_MS, versions: [] };
+  return { group, name, stable: '', policies: DEFAULT_POLICIES, versions: [] };
 }
 
 function majorOf(version: string): number {

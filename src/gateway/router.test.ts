@@ -6,9 +6,12 @@ import type { GroupSpec, ServiceSpec, VersionSpec } from '../manifest/types.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { matchRoute, type RouteRequest } from './router.js';
 import type { Target } from './target.js';
+import { DEFAULT_POLICIES } from '../manifest/policies.js';
+import { FakeClock } from '../testing/fake-clock.js';
+import { ServiceRuntime } from './service-runtime.js';
 
 function service(group: string, name: string, versions: string[], stable = versions[0]!): ServiceSpec {
-  return { group, name, stable, balancer: 'round-robin', timeoutMs: 30_000, versions: versions.map((version) => ({ key: `${group}/${name}@${version}`, group, service: name, version }) as VersionSpec) };
+  return { group, name, stable, policies: DEFAULT_POLICIES, versions: versions.map((version) => ({ key: `${group}/${name}@${version}`, group, service: name, version }) as VersionSpec) };
 }
 
 const GROUPS: GroupSpec[] = [
@@ -25,7 +28,20 @@ function instance(group: string, svc: string, version: string, status: InstanceS
 }
 
 function table(instances: InstanceRecord[], targets = new Map<string, Target>()): RouteTable {
-  return compileRouteTable({ groups: GROUPS, instances, targets });
+  const runtimes = new Map<string, ServiceRuntime>();
+  const events = { breaker: () => {}, outlier: () => {} };
+  return compileRouteTable({
+    groups: GROUPS,
+    instances,
+    targets,
+    now: 0,
+    runtimeOf: (spec) => {
+      const key = `${spec.group}/${spec.name}`;
+      const runtime = runtimes.get(key) ?? new ServiceRuntime(spec.group, spec.name, { ...spec.policies, outlier: null }, new FakeClock(), events);
+      runtimes.set(key, runtime);
+      return runtime;
+    },
+  });
 }
 
 const req = (url: string, extra: Partial<RouteRequest> = {}): RouteRequest => ({ url, host: 'localhost:8080', listenerPort: 8080, main: true, acceptVersion: undefined, ...extra });
@@ -138,7 +154,7 @@ describe('route table and router', () => {
     const m = matchRoute(mixed, req('/payments/charges/x'));
     assert.ok(m.ok);
     assert.equal(m.version.instances, 0);
-    assert.equal(m.version.balancer.pick(), undefined);
+    assert.equal(m.version.balancer.pick({ now: 0 }), undefined);
     assert.equal(mixed.instances, 0);
   });
 

@@ -8,6 +8,8 @@ export interface UpgradeRoute {
   path: string;
   requestId: string;
   prefix: string;
+  /** The service's timeout, for x-berth-timeout-ms (the handshake's; a WebSocket then lives as long as both ends want). */
+  timeoutMs: number;
 }
 
 /**
@@ -29,7 +31,7 @@ export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer,
   upstream.setNoDelay(true);
   client.setNoDelay(true);
   upstream.once('connect', () => {
-    const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: 'http' });
+    const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: 'http', timeoutMs: route.timeoutMs });
     const lines = [`${req.method} ${route.path} HTTP/1.1`];
     for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
     lines.push(`connection: upgrade`, `upgrade: ${req.headers.upgrade ?? 'websocket'}`);

@@ -6,14 +6,13 @@
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseCommandLine } from './command-line.js';
+import { toPolicies } from './policies.js';
 import { DEFAULT_ADMIN, DEFAULT_BACKOFF_MS, DEFAULT_GATEWAY, DEFAULT_INTERVAL_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_TIMEOUT_MS } from './rules.js';
 import type { EndpointInput, GroupInput, HealthInput, ManifestInput, RestartInput, ServiceInput } from './schema.js';
 import { compareSemver, isPrerelease } from './semver.js';
 import type { CheckSpec, EndpointSpec, GroupSpec, HealthSpec, NodeSpec, RestartSpec, ServiceSpec, VersionSpec } from './types.js';
 
 export const DEFAULT_VERSION = '0.0.0';
-/** Long enough for slow reports, short enough that a hung instance does not hold a client for minutes. */
-export const DEFAULT_ROUTE_TIMEOUT_MS = 30_000;
 
 export function normalize(input: ManifestInput, file: string): NodeSpec {
   const dir = dirname(file);
@@ -34,7 +33,7 @@ function toGroup(name: string, group: GroupInput, dir: string): GroupSpec {
   return {
     name,
     endpoint: toEndpoint(name, group.endpoint),
-    services: Object.entries(group.services).map(([service, spec]) => toService(name, service, spec, dir)),
+    services: Object.entries(group.services).map(([service, spec]) => toService(name, group, service, spec, dir)),
   };
 }
 
@@ -57,7 +56,7 @@ function defaultStable(sorted: readonly string[]): string {
   return releases[releases.length - 1] ?? sorted[sorted.length - 1] ?? DEFAULT_VERSION;
 }
 
-function toService(group: string, name: string, service: ServiceInput, dir: string): ServiceSpec {
+function toService(group: string, groupInput: GroupInput, name: string, service: ServiceInput, dir: string): ServiceSpec {
   const overrides = service.versions ?? { [service.version ?? DEFAULT_VERSION]: {} };
   const keys = Object.keys(overrides).sort(compareSemver);
   const stable = service.stable ?? defaultStable(keys);
@@ -87,7 +86,7 @@ function toService(group: string, name: string, service: ServiceInput, dir: stri
       },
     };
   });
-  return { group, name, stable, balancer: service.balancer ?? 'round-robin', timeoutMs: service.timeout ?? DEFAULT_ROUTE_TIMEOUT_MS, versions };
+  return { group, name, stable, policies: toPolicies(groupInput, service), versions };
 }
 
 function toHealth(health: HealthInput | undefined): HealthSpec {

@@ -94,8 +94,10 @@ export function checkRules(data: Record<string, unknown>): ManifestIssue[] {
     }
 
     if (!isPlainMap(group.services)) continue;
+    policyRules(at, group, report);
     for (const [serviceName, service] of Object.entries(group.services)) {
       const servicePath: ManifestPath = [...at, 'services', serviceName];
+      if (isPlainMap(service)) policyRules(servicePath, service, report);
       if (NAME.test(serviceName)) {
         // The admin API and the CLI address a service by its name alone.
         const owner = services.get(serviceName);
@@ -185,6 +187,38 @@ function checkRestart(restart: Record<string, unknown>, at: ManifestPath, report
   if (backoff !== undefined && max !== undefined && backoff > max) {
     const key = restart.maxBackoff === undefined ? 'backoff' : 'maxBackoff';
     report([...at, key], `expected backoff <= maxBackoff, got backoff ${formatDuration(backoff)} and maxBackoff ${formatDuration(max)}`);
+  }
+}
+
+/** A pair of durations where the second caps the first (backoff ≤ maxBackoff…). */
+const DURATION_PAIRS: readonly { policy: string; sub?: string; low: string; high: string }[] = [
+  { policy: 'retries', low: 'backoff', high: 'maxBackoff' },
+  { policy: 'breaker', sub: 'instance', low: 'openFor', high: 'maxOpenFor' },
+  { policy: 'breaker', sub: 'service', low: 'openFor', high: 'maxOpenFor' },
+  { policy: 'outlier', low: 'ejectionTime', high: 'maxEjectionTime' },
+];
+
+/** Rules inside a group's or a service's policies: pairs of durations in order, a hash balancer with one key. */
+function policyRules(at: ManifestPath, owner: Record<string, unknown>, report: (path: ManifestPath, message: string) => void): void {
+  for (const pair of DURATION_PAIRS) {
+    let map = owner[pair.policy];
+    let path: ManifestPath = [...at, pair.policy];
+    if (pair.sub !== undefined && isPlainMap(map)) {
+      map = map[pair.sub];
+      path = [...path, pair.sub];
+    }
+    if (!isPlainMap(map)) continue;
+    const low = durationOf(map[pair.low]);
+    const high = durationOf(map[pair.high]);
+    // One side given: the other is the default, which may also clash (backoff: 1s with the default maxBackoff of 250ms).
+    if (low !== undefined && high !== undefined && low > high) {
+      report([...path, pair.high], `expected ${pair.high} no shorter than ${pair.low} (${formatDuration(low)}), got ${describeValue(map[pair.high])}`);
+    }
+  }
+  const hash = isPlainMap(owner.balancer) ? owner.balancer.hash : undefined;
+  if (isPlainMap(hash)) {
+    const keys = ['header', 'cookie'].filter((k) => hash[k] !== undefined);
+    if (keys.length !== 1) report([...at, 'balancer', 'hash'], `expected exactly one of header or cookie, got ${keys.length === 0 ? 'neither' : 'both'}`);
   }
 }
 

@@ -222,11 +222,115 @@ const nonEmptyMap = (what: string) => ({
   error: () => `expected at least one ${what}`,
 });
 
+// ---------------------------------------------------------------- policies
+// The gateway's policies for a service's requests. A group sets them for all
+// its services; a service overrides them key by key (policies.ts merges).
+
+const HEADER_NAME = 'an HTTP header name';
+const headerName = z.string(expected(HEADER_NAME)).regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, expected(HEADER_NAME)).transform((h) => h.toLowerCase());
+const COOKIE_NAME = 'a cookie name';
+const cookieName = z.string(expected(COOKIE_NAME)).regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, expected(COOKIE_NAME));
+const ratio = z.number(expected('a number from 0 to 1')).min(0, expected('a number from 0 to 1')).max(1, expected('a number from 0 to 1'));
+const percent = int(0, 100);
+
+export const BALANCER_KINDS = ['peak-ewma', 'round-robin', 'least-request'] as const;
+const BALANCER_EXPECTED = `one of ${BALANCER_KINDS.join(' | ')}, or a map { hash: { header: NAME } } or { hash: { cookie: NAME } }`;
+const balancer = byKind(BALANCER_EXPECTED, {
+  string: z.enum(BALANCER_KINDS, expected(BALANCER_EXPECTED)),
+  object: strict({ hash: strict({ header: headerName.optional(), cookie: cookieName.optional() }, 'a map with header or cookie') }, BALANCER_EXPECTED),
+});
+
+export const RETRY_CONDITIONS = ['connect', 'reset', 'timeout'] as const;
+const RETRY_ON_EXPECTED = `one of ${RETRY_CONDITIONS.join(' | ')}, or an HTTP status from 400 to 599`;
+const retryOn = byKind(RETRY_ON_EXPECTED, { string: z.enum(RETRY_CONDITIONS, expected(RETRY_ON_EXPECTED)), number: int(400, 599) });
+const METHOD_EXPECTED = 'an HTTP method such as GET or PUT';
+const method = z.string(expected(METHOD_EXPECTED)).regex(/^[A-Za-z]+$/, expected(METHOD_EXPECTED)).transform((m) => m.toUpperCase());
+const RETRIES_EXPECTED = 'false, true, or a map with attempts, tryTimeout, on, methods, backoff, maxBackoff and budget';
+const retries = byKind(RETRIES_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict(
+    {
+      attempts: int(0, 10).optional(),
+      tryTimeout: positiveDuration.optional(),
+      on: z.array(retryOn, expected(`a list of ${RETRY_ON_EXPECTED}`)).optional(),
+      methods: z.array(method, expected('a list of HTTP methods')).optional(),
+      backoff: positiveDuration.optional(),
+      maxBackoff: positiveDuration.optional(),
+      budget: strict({ ratio: ratio.optional(), minConcurrent: int(0).optional() }, 'a map with ratio and minConcurrent').optional(),
+    },
+    RETRIES_EXPECTED,
+  ),
+});
+
+const BREAKER_RULE_EXPECTED = 'false, true, or a map with consecutiveFailures, failureRatio, window, minRequests, openFor, maxOpenFor and halfOpenRequests';
+const breakerRule = byKind(BREAKER_RULE_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict(
+    {
+      consecutiveFailures: int(0).optional(),
+      failureRatio: ratio.optional(),
+      window: positiveDuration.optional(),
+      minRequests: int(1).optional(),
+      openFor: positiveDuration.optional(),
+      maxOpenFor: positiveDuration.optional(),
+      halfOpenRequests: int(1).optional(),
+    },
+    BREAKER_RULE_EXPECTED,
+  ),
+});
+const BREAKER_EXPECTED = 'false, true, or a map with instance and service breakers';
+const breaker = byKind(BREAKER_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict({ instance: breakerRule.optional(), service: breakerRule.optional() }, BREAKER_EXPECTED),
+});
+
+const LATENCY_EXPECTED = 'false, or a map with factor, min and minRequests';
+const OUTLIER_EXPECTED = 'false, true, or a map with consecutiveErrors, consecutiveGatewayErrors, ejectionTime, maxEjectionTime, maxEjectedPercent, latency and panicThreshold';
+const outlier = byKind(OUTLIER_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict(
+    {
+      consecutiveErrors: int(0).optional(),
+      consecutiveGatewayErrors: int(0).optional(),
+      ejectionTime: positiveDuration.optional(),
+      maxEjectionTime: positiveDuration.optional(),
+      maxEjectedPercent: percent.optional(),
+      latency: byKind(LATENCY_EXPECTED, {
+        boolean: z.literal(false, expected(LATENCY_EXPECTED)),
+        object: strict(
+          {
+            factor: z.number(expected('a number above 1')).gt(1, expected('a number above 1')).optional(),
+            min: duration.optional(),
+            minRequests: int(1).optional(),
+          },
+          LATENCY_EXPECTED,
+        ),
+      }).optional(),
+      panicThreshold: percent.optional(),
+    },
+    OUTLIER_EXPECTED,
+  ),
+});
+
+const LIMITS_EXPECTED = 'a map with concurrency, queue and instanceConcurrency';
+const limits = strict({ concurrency: int(1).optional(), queue: int(0).optional(), instanceConcurrency: int(1).optional() }, LIMITS_EXPECTED);
+
+/** Keys a group sets for all its services, and a service for itself. */
+const policyShape = {
+  balancer: balancer.optional(),
+  timeout: positiveDuration.optional(),
+  slowStart: duration.optional(),
+  retries: retries.optional(),
+  breaker: breaker.optional(),
+  outlier: outlier.optional(),
+  limits: limits.optional(),
+};
+export const POLICY_KEYS = Object.keys(policyShape) as (keyof typeof policyShape)[];
+
 const service = strict(
   {
     ...runShape,
-    balancer: z.enum(['round-robin', 'least-request'], expected('one of round-robin | least-request')).optional(),
-    timeout: duration.optional(),
+    ...policyShape,
     version: semver.optional(),
     stable: semver.optional(),
     versions: z
@@ -254,11 +358,12 @@ const endpoint = byKind(ENDPOINT_EXPECTED, {
 const group = strict(
   {
     endpoint: endpoint.optional(),
+    ...policyShape,
     services: z
       .record(nameKey, service, expected('a map of service names to services'))
       .refine((r) => Object.keys(r).length > 0, nonEmptyMap('service')),
   },
-  'a map with endpoint and services',
+  'a map with endpoint, services and policies (timeout, retries, breaker, …)',
 );
 
 const listen = z.union([z.string(), z.number()], expected(LISTEN_EXPECTED)).transform((value, ctx) => {
@@ -294,3 +399,5 @@ export type ServiceInput = GroupInput['services'][string];
 export type HealthInput = NonNullable<ServiceInput['health']>;
 export type RestartInput = NonNullable<ServiceInput['restart']>;
 export type EndpointInput = NonNullable<GroupInput['endpoint']>;
+/** The policy keys as a group or a service gives them. */
+export type PolicyInput = Pick<ServiceInput, (typeof POLICY_KEYS)[number]>;

@@ -79,16 +79,77 @@ export type EndpointSpec =
   | { kind: 'host'; host: string }
   | { kind: 'port'; port: number };
 
-export type BalancerKind = 'round-robin' | 'least-request';
+/** How the gateway spreads requests over a version's instances. */
+export type BalancerSpec =
+  | { kind: 'peak-ewma' }
+  | { kind: 'round-robin' }
+  | { kind: 'least-request' }
+  | { kind: 'hash'; header?: string; cookie?: string };
+// (src/gateway/balancers/balancer.ts re-exports this one: the manifest is the lower layer.)
+
+export interface RetrySpec {
+  /** Retries after the first try (so at most attempts + 1 tries). */
+  attempts: number;
+  /** One try's limit, to the response's headers; a try past it is abandoned and may be retried. */
+  tryTimeoutMs: number;
+  /** Failures that are retried: nothing reached the instance (connect), the connection broke before a response (reset), a try timed out, or these statuses. */
+  on: { connect: boolean; reset: boolean; timeout: boolean; statuses: readonly number[] };
+  /** Methods that may be retried (a request with a body never is: it is streamed, not kept). */
+  methods: readonly string[];
+  /** Full-jitter exponential backoff: the n-th retry waits uniform [0, min(maxBackoff, backoff × 2^(n-1))). */
+  backoffMs: number;
+  maxBackoffMs: number;
+  /** Retries in flight at most ratio × requests in flight to the service, and at least minConcurrent. */
+  budget: { ratio: number; minConcurrent: number };
+}
+
+export interface BreakerSpec {
+  consecutiveFailures: number;
+  failureRatio: number;
+  windowMs: number;
+  minRequests: number;
+  openMs: number;
+  maxOpenMs: number;
+  halfOpenRequests: number;
+}
+
+export interface OutlierSpec {
+  consecutiveErrors: number;
+  consecutiveGatewayErrors: number;
+  baseEjectionMs: number;
+  maxEjectionMs: number;
+  maxEjectedPercent: number;
+  latency: { factor: number; minMs: number; minRequests: number } | null;
+  panicThresholdPercent: number;
+}
+
+export interface LimitsSpec {
+  /** Requests in flight to the service (all versions) at once. */
+  concurrency: number;
+  /** Requests waiting for one of those slots, first come first served; past it 503 with Retry-After. */
+  queue: number;
+  /** Requests in flight to one instance; a full instance is passed over. */
+  instanceConcurrency: number;
+}
+
+/** Every policy of a service's requests, defaults applied (group, then service, override them). */
+export interface PolicySpec {
+  balancer: BalancerSpec;
+  /** The whole request, retries included; past it 504. */
+  timeoutMs: number;
+  /** New instances' share ramps up over this (0: off). */
+  slowStartMs: number;
+  retries: RetrySpec | null;
+  breaker: { instance: BreakerSpec | null; service: BreakerSpec | null };
+  outlier: OutlierSpec | null;
+  limits: LimitsSpec;
+}
 
 export interface ServiceSpec {
   group: string;
   name: string;
   stable: string;
-  /** How the gateway spreads requests over a version's passing instances. */
-  balancer: BalancerKind;
-  /** The gateway answers 504 when an instance sends no response headers within this. */
-  timeoutMs: number;
+  policies: PolicySpec;
   versions: VersionSpec[];
 }
 

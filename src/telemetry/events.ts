@@ -24,6 +24,11 @@ export const Events = {
   instanceSpawnFailed: 'instance.spawn-failed',
   instanceOutput: 'instance.output',
   adminListening: 'admin.listening',
+  breakerOpened: 'breaker.opened',
+  breakerHalfOpen: 'breaker.half-open',
+  breakerClosed: 'breaker.closed',
+  instanceEjected: 'instance.ejected',
+  instanceReturned: 'instance.returned',
 } as const;
 
 export type EventName = (typeof Events)[keyof typeof Events];

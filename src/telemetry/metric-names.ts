@@ -17,6 +17,8 @@ export const Label = {
   status: 'status',
   codeClass: 'code_class',
   kind: 'kind',
+  reason: 'reason',
+  state: 'state',
 } as const;
 
 export type LabelName = (typeof Label)[keyof typeof Label];
@@ -61,6 +63,41 @@ export const MetricNames = {
     name: 'berth_gateway_upstream_failures_total',
     help: 'Tries at an instance that failed: connect (nothing reached it), timeout (no headers in time, or a stalled body) or reset (the connection closed or broke).',
     labelNames: [...ROUTE, Label.kind],
+  },
+  gatewayRetries: {
+    name: 'berth_gateway_retries_total',
+    help: 'Tries the gateway retried, by route and reason: connect, reset, timeout, or status (the instance answered a retryable status).',
+    labelNames: [...ROUTE, Label.reason],
+  },
+  gatewayRetryBudgetExhausted: {
+    name: 'berth_gateway_retry_budget_exhausted_total',
+    help: 'Retries the gateway wanted to make but the service\'s retry budget refused.',
+    labelNames: ROUTE,
+  },
+  gatewayRejected: {
+    name: 'berth_gateway_rejected_total',
+    help: 'Requests the gateway refused itself with 503, by route and reason: circuit-open (the service breaker) or overloaded (its concurrency limit and queue are full).',
+    labelNames: [...ROUTE, Label.reason],
+  },
+  circuitBreakerState: {
+    name: 'berth_circuit_breaker_state',
+    help: '1 for each circuit breaker, labelled with its state (closed, open, half-open). A service breaker has empty version and instance. Open turns half-open when the next request asks.',
+    labelNames: [Label.group, Label.service, Label.version, Label.instance, Label.state],
+  },
+  circuitBreakerOpened: {
+    name: 'berth_circuit_breaker_opened_total',
+    help: 'Times a circuit breaker opened (a service breaker has empty version and instance).',
+    labelNames: [Label.group, Label.service, Label.version, Label.instance],
+  },
+  outlierEjections: {
+    name: 'berth_outlier_ejections_total',
+    help: 'Instances ejected by outlier detection, by route and reason (consecutive-errors, consecutive-gateway-errors, latency).',
+    labelNames: [...ROUTE, Label.reason],
+  },
+  outlierEjected: {
+    name: 'berth_outlier_ejected_instances',
+    help: 'Instances currently ejected by outlier detection, by route.',
+    labelNames: ROUTE,
   },
   routeTableRebuild: {
     name: 'berth_route_table_rebuild_seconds',

@@ -53,6 +53,7 @@ function request(fields: Partial<RequestRecord> = {}): RequestRecord {
     durationMs: 1,
     clientIp: '127.0.0.1',
     error: null,
+    retries: 0,
     ...fields,
   };
 }

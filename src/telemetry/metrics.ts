@@ -7,7 +7,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { InstanceRecord } from '../catalog/types.js';
 import { INSTANCE_STATUSES } from '../catalog/types.js';
-import type { GatewayObserver, RequestRecord, UpstreamFailure } from '../gateway/observer.js';
+import type { BreakerStateName, GatewayObserver, RequestRecord, RetryReason, RouteRef, UpstreamFailure } from '../gateway/observer.js';
 import { METRIC_PREFIX, MetricNames, type LabelName, type MetricDefinition } from './metric-names.js';
 
 /**
@@ -25,6 +25,20 @@ export const CODE_CLASSES = ['2xx', '3xx', '4xx', '5xx'] as const;
 
 /** Values of the `kind` label of upstream failures, in the order RouteStats counts them. */
 export const UPSTREAM_FAILURE_KINDS = ['connect', 'timeout', 'reset'] as const satisfies readonly UpstreamFailure[];
+
+/** Values of the `reason` label of retries. */
+export const RETRY_REASONS = ['connect', 'reset', 'timeout', 'status'] as const;
+/** Values of the `reason` label of the gateway's own refusals. */
+export const REJECT_REASONS = ['circuit-open', 'overloaded'] as const;
+/** Values of the `reason` label of ejections. */
+export const OUTLIER_REASONS = ['consecutive-errors', 'consecutive-gateway-errors', 'latency'] as const;
+
+/** One circuit breaker as the metrics see it (transitions are rare: a Map, not the hot path). */
+interface BreakerStats {
+  labels: { group: string; service: string; version: string; instance: string };
+  state: BreakerStateName;
+  opened: number;
+}
 
 /** The part of the catalog metrics read: its snapshot. */
 export interface MetricsCatalog {
@@ -53,6 +67,15 @@ class RouteStats {
   bytesOut = 0;
   /** By UPSTREAM_FAILURE_KINDS index. */
   readonly failures = new Float64Array(UPSTREAM_FAILURE_KINDS.length);
+  /** By RETRY_REASONS index. */
+  readonly retries = new Float64Array(RETRY_REASONS.length);
+  retryBudgetExhausted = 0;
+  /** By REJECT_REASONS index. */
+  readonly rejected = new Float64Array(REJECT_REASONS.length);
+  /** By OUTLIER_REASONS index. */
+  readonly ejections = new Float64Array(OUTLIER_REASONS.length);
+  /** Instance ids ejected now. */
+  readonly ejected = new Set<string>();
 
   constructor(
     readonly group: string,
@@ -84,6 +107,7 @@ export class Metrics implements GatewayObserver {
   readonly #stats: RouteStats[] = [];
   readonly #unrouted: RouteStats;
   #inFlight = 0;
+  readonly #breakers = new Map<string, BreakerStats>();
 
   readonly #routeTableRebuild: Histogram<LabelName>;
   readonly #routeTableRoutes: Gauge<LabelName>;
@@ -147,6 +171,54 @@ export class Metrics implements GatewayObserver {
             if (count > 0) this.inc({ group: s.group, service: s.service, version: s.version, kind: UPSTREAM_FAILURE_KINDS[i]! }, count);
           }
         }
+      },
+    });
+
+    const counterOf = (def: MetricDefinition, add: (counter: Counter<LabelName>, s: RouteStats) => void): void => {
+      new Counter<LabelName>({
+        ...definition(def),
+        registers,
+        collect() {
+          this.reset();
+          for (const s of stats) add(this, s);
+        },
+      });
+    };
+    counterOf(MetricNames.gatewayRetries, (c, s) => {
+      for (let i = 0; i < RETRY_REASONS.length; i++) if (s.retries[i]! > 0) c.inc({ group: s.group, service: s.service, version: s.version, reason: RETRY_REASONS[i]! }, s.retries[i]);
+    });
+    counterOf(MetricNames.gatewayRetryBudgetExhausted, (c, s) => {
+      if (s.retryBudgetExhausted > 0) c.inc({ group: s.group, service: s.service, version: s.version }, s.retryBudgetExhausted);
+    });
+    counterOf(MetricNames.gatewayRejected, (c, s) => {
+      for (let i = 0; i < REJECT_REASONS.length; i++) if (s.rejected[i]! > 0) c.inc({ group: s.group, service: s.service, version: s.version, reason: REJECT_REASONS[i]! }, s.rejected[i]);
+    });
+    counterOf(MetricNames.outlierEjections, (c, s) => {
+      for (let i = 0; i < OUTLIER_REASONS.length; i++) if (s.ejections[i]! > 0) c.inc({ group: s.group, service: s.service, version: s.version, reason: OUTLIER_REASONS[i]! }, s.ejections[i]);
+    });
+    new Gauge<LabelName>({
+      ...definition(MetricNames.outlierEjected),
+      registers,
+      collect() {
+        this.reset();
+        for (const s of stats) if (s.version !== '') this.set({ group: s.group, service: s.service, version: s.version }, s.ejected.size);
+      },
+    });
+    const breakers = this.#breakers;
+    new Gauge<LabelName>({
+      ...definition(MetricNames.circuitBreakerState),
+      registers,
+      collect() {
+        this.reset();
+        for (const b of breakers.values()) this.set({ ...b.labels, state: b.state }, 1);
+      },
+    });
+    new Counter<LabelName>({
+      ...definition(MetricNames.circuitBreakerOpened),
+      registers,
+      collect() {
+        this.reset();
+        for (const b of breakers.values()) this.inc(b.labels, b.opened);
       },
     });
 
@@ -235,6 +307,42 @@ export class Metrics implements GatewayObserver {
     // The instance is left out of the labels: instance ids come and go with scaling; the access log names it.
     const stats = this.#routeStats(route.group, route.service, route.version);
     stats.failures[kind === 'connect' ? 0 : kind === 'timeout' ? 1 : 2]!++;
+  }
+
+  retried(route: RouteRef, reason: RetryReason): void {
+    const i = reason === 'connect' ? 0 : reason === 'reset' ? 1 : reason === 'timeout' ? 2 : 3;
+    this.#routeStats(route.group, route.service, route.version).retries[i]!++;
+  }
+
+  retryRefused(route: RouteRef): void {
+    this.#routeStats(route.group, route.service, route.version).retryBudgetExhausted++;
+  }
+
+  rejected(route: RouteRef, code: string): void {
+    this.#routeStats(route.group, route.service, route.version).rejected[code === 'BERTH_ERR_CIRCUIT_OPEN' ? 0 : 1]!++;
+  }
+
+  breakerChanged(scope: { group: string; service: string; version?: string; instance?: string }, _from: BreakerStateName, to: BreakerStateName): void {
+    const labels = { group: scope.group, service: scope.service, version: scope.version ?? '', instance: scope.instance ?? '' };
+    const key = `${labels.group}\0${labels.service}\0${labels.version}\0${labels.instance}`;
+    let stats = this.#breakers.get(key);
+    if (!stats) {
+      stats = { labels, state: 'closed', opened: 0 };
+      this.#breakers.set(key, stats);
+    }
+    stats.state = to;
+    if (to === 'open') stats.opened++;
+  }
+
+  outlierChanged(scope: RouteRef & { instance: string }, kind: 'ejected' | 'returned', reason: string | undefined): void {
+    const stats = this.#routeStats(scope.group, scope.service, scope.version);
+    if (kind === 'returned') {
+      stats.ejected.delete(scope.instance);
+      return;
+    }
+    stats.ejected.add(scope.instance);
+    const i = OUTLIER_REASONS.indexOf(reason as (typeof OUTLIER_REASONS)[number]);
+    if (i >= 0) stats.ejections[i]!++;
   }
 
   routeTableBuilt(info: { durationMs: number; routes: number; instances: number }): void {

@@ -85,9 +85,11 @@ describe('the gateway', () => {
   });
 
   it('balances over the stable version\'s instances', async () => {
-    const seen = new Set<string>();
-    for (let i = 0; i < 6; i++) seen.add(String((await get(`${gw}/core/web/echo`)).json.instance));
+    // peak-EWMA (the default) sends a lone request to the fastest instance; concurrent ones spread.
+    const answers = await Promise.all(Array.from({ length: 40 }, () => get(`${gw}/core/web/echo`)));
+    const seen = new Set(answers.map((a) => String(a.json.instance)));
     assert.equal(seen.size, 2);
+    assert.ok([...seen].every((id) => id.startsWith('web-1.0.0-')), [...seen].join());
   });
 
   it('reaches v2 by /v2/ path and by Accept-Version', async () => {

@@ -53,6 +53,8 @@ describe('supervision of real instances', () => {
     assert.ok(started.length >= 2);
     // No instance was ever reported passing before its first check result.
     for (const r of web) {
+      // The API can be ahead of the log lines, which the node writes in batches.
+      await node.waitForLog((l) => l.instance === r.id && l.event === 'instance.status' && l.to === 'passing');
       const firstPassing = node.logs.findIndex((l) => l.instance === r.id && l.event === 'instance.status' && l.to === 'passing');
       assert.ok(firstPassing > node.logs.findIndex((l) => l.instance === r.id && l.event === 'instance.started'));
     }

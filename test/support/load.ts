@@ -3,7 +3,7 @@ import { Pool } from 'undici';
 
 export interface LoadResult {
   /** ms since the load started (performance clock), and wall-clock ms, for each request's start. */
-  requests: { startedAt: number; wallStart: number; ok: boolean; status: number; error?: string; instance?: string }[];
+  requests: { startedAt: number; wallStart: number; ok: boolean; status: number; error?: string; instance?: string; durationMs?: number }[];
   total: number;
   failed: number;
 }
@@ -13,13 +13,22 @@ export interface LoadResult {
  * as the previous one finished, until `durationMs` has passed (bounded in time
  * and count, so it always stops by itself).
  */
-export async function steadyLoad(baseUrl: string, path: string, options: { concurrency: number; durationMs: number; maxRequests?: number; onRequest?: (n: number) => void }): Promise<LoadResult> {
+export async function steadyLoad(
+  baseUrl: string,
+  path: string,
+  options: { concurrency: number; durationMs: number; maxRequests?: number; onRequest?: (n: number) => void; /** Ends the load early when it settles. */ stop?: () => Promise<unknown> },
+): Promise<LoadResult> {
   const pool = new Pool(baseUrl, { connections: options.concurrency });
   const requests: LoadResult['requests'] = [];
   const t0 = performance.now();
   const max = options.maxRequests ?? 1_000_000;
+  let stopped = false;
+  void options.stop?.().then(
+    () => (stopped = true),
+    () => (stopped = true),
+  );
   async function worker(): Promise<void> {
-    while (performance.now() - t0 < options.durationMs && requests.length < max) {
+    while (!stopped && performance.now() - t0 < options.durationMs && requests.length < max) {
       const entry: LoadResult['requests'][number] = { startedAt: performance.now() - t0, wallStart: Date.now(), ok: false, status: 0 };
       requests.push(entry);
       options.onRequest?.(requests.length);
@@ -27,6 +36,7 @@ export async function steadyLoad(baseUrl: string, path: string, options: { concu
         const res = await pool.request({ path, method: 'GET' });
         const text = await res.body.text();
         entry.status = res.statusCode;
+        entry.durationMs = performance.now() - t0 - entry.startedAt;
         entry.ok = res.statusCode < 500;
         if (entry.ok) entry.instance = (JSON.parse(text) as { instance?: string }).instance;
         else entry.error = text.slice(0, 200);

@@ -1,31 +1,27 @@
 import type { Target } from '../target.js';
-import type { Balancer } from './balancer.js';
+import type { Balancer, PickOptions } from './balancer.js';
+import { slowStartFactor } from './slow-start.js';
+import { pickOfTwo, type Cost } from './two-choices.js';
 
 /**
- * Power of two choices on in-flight requests (Envoy's LEAST_REQUEST): two
+ * Power of two choices on in-flight requests (Envoy's LEAST_REQUEST): of two
  * targets drawn at random, the one with fewer requests in flight per unit of
- * weight wins. Nearly as good as a full scan, O(1), and free of the herd a
- * full scan causes when every picker sees the same minimum.
+ * weight wins. Counting the request about to be sent, (in flight + 1) /
+ * weight, as Envoy does: with plain in flight / weight every idle target costs
+ * 0 whatever its weight, and neither weight nor slow start would tell them apart.
  */
 export class LeastRequest implements Balancer {
   readonly #targets: readonly Target[];
   readonly #random: () => number;
+  readonly #cost: Cost;
 
-  constructor(targets: readonly Target[], random: () => number) {
+  constructor(targets: readonly Target[], random: () => number, slowStartMs: number) {
     this.#targets = targets.filter((t) => t.weight > 0);
     this.#random = random;
+    this.#cost = (t, now) => (t.inflight + 1) / (t.weight * slowStartFactor(t, now, slowStartMs));
   }
 
-  pick(): Target | undefined {
-    const targets = this.#targets;
-    const n = targets.length;
-    if (n <= 1) return targets[0];
-    const i = Math.floor(this.#random() * n);
-    let j = Math.floor(this.#random() * (n - 1));
-    if (j >= i) j++;
-    const a = targets[i]!;
-    const b = targets[j]!;
-    // Compare inflight/weight without dividing.
-    return a.inflight * b.weight <= b.inflight * a.weight ? a : b;
+  pick(options: PickOptions): Target | undefined {
+    return pickOfTwo(this.#targets, options, this.#random, this.#cost);
   }
 }
