@@ -11,7 +11,7 @@ import type { RetryBudget } from '../resilience/retry-budget.js';
 import type { PickOptions } from './balancers/balancer.js';
 import { upstreamHeaders } from './headers.js';
 import type { GatewayObserver, RetryReason } from './observer.js';
-import { sendTry, type Try, type TryOutcome } from './proxy.js';
+import { sendTry, type Try, type TryListener, type TryOutcome } from './proxy.js';
 import type { RouteMatch } from './router.js';
 import type { ServiceRuntime } from './service-runtime.js';
 import type { Target } from './target.js';
@@ -52,7 +52,7 @@ export interface RequestContext {
  * estimate, breaker and outlier detector, and the service breaker.
  * Callback-driven, one object per request: this is the gateway's hot path.
  */
-export class Exchange {
+export class Exchange implements TryListener {
   readonly #deps: ExchangeDeps;
   readonly #req: IncomingMessage;
   readonly #res: ServerResponse;
@@ -71,6 +71,9 @@ export class Exchange {
   #slotGranted = false;
   #tried: Target[] | undefined;
   #try: Try | undefined;
+  /** The instance of the try in flight, and when it was sent (performance.now()). */
+  #target: Target | undefined;
+  #tryStarted = 0;
   #timer: NodeJS.Timeout | undefined;
   #cancelQueue: (() => void) | undefined;
   #retryCount = 0;
@@ -95,7 +98,8 @@ export class Exchange {
   }
 
   start(): void {
-    this.#res.once('close', this.#onClientClose);
+    // on, not once (no wrapper per request): #finished guards the later calls.
+    this.#res.on('close', this.#onClientClose);
     const breaker = this.#runtime.breaker;
     if (breaker && !breaker.tryAcquire()) {
       const until = breaker.snapshot().openUntil;
@@ -153,6 +157,8 @@ export class Exchange {
     }
     target.acquire();
     this.#instance = target.id;
+    this.#target = target;
+    this.#tryStarted = now;
     const tryTimeout = this.#retryPolicy ? Math.min(this.#retryPolicy.tryTimeoutMs, left) : left;
     const requestId = this.#ctx.requestId;
     this.#try = sendTry(
@@ -165,11 +171,20 @@ export class Exchange {
         body: this.#hasBody ? this.#req : null,
         headersTimeoutMs: tryTimeout,
         bodyIdleTimeoutMs: this.#deps.bodyIdleTimeoutMs,
-        ownHeaders: ['x-request-id', requestId],
-        discard: (status) => this.#retryStatus(status),
+        requestId,
       },
-      (outcome) => this.#onOutcome(target, now, outcome),
+      this,
     );
+  }
+
+  /** TryListener: the try's status is known. */
+  discard(status: number): boolean {
+    return this.#retryStatus(status);
+  }
+
+  /** TryListener: the try ended. */
+  tryEnded(outcome: TryOutcome): void {
+    this.#onOutcome(this.#target!, this.#tryStarted, outcome);
   }
 
   /**
@@ -179,7 +194,7 @@ export class Exchange {
   #pick(now: number): Target | undefined {
     const balancer = this.#match.version.balancer;
     const limit = this.#runtime.policies.limits.instanceConcurrency;
-    const options: PickOptions = { now, ...(this.#tried ? { exclude: this.#tried } : {}), ...(this.#ctx.hashKey !== undefined ? { hashKey: this.#ctx.hashKey } : {}) };
+    const options: PickOptions = { now, exclude: this.#tried, hashKey: this.#ctx.hashKey };
     let passed: Target[] | undefined;
     for (let i = 0; i <= this.#match.version.instances; i++) {
       const target = balancer.pick(options);

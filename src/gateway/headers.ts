@@ -81,15 +81,14 @@ function stripConnectionTokens(flat: string[], connection: string): void {
   }
 }
 
-/** Response headers from an instance, less hop-by-hop ones, plus the gateway's own (which win), ready for `writeHead`. */
-export function downstreamHeaders(headers: Record<string, string | string[] | undefined>, own: readonly [string, string]): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = { [own[0]]: own[1] };
-  const ownName = own[0];
+/** Response headers from an instance, less hop-by-hop ones, with the gateway's x-request-id (over the instance's copy), ready for `writeHead`. */
+export function downstreamHeaders(headers: Record<string, string | string[] | undefined>, requestId: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = { 'x-request-id': requestId };
   const connection = headers.connection;
   const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((t) => t.trim()) : [];
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || name === ownName || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
+    if (value === undefined || name === 'x-request-id' || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
     out[name] = value;
   }
   return out;

@@ -26,10 +26,15 @@ export interface TryOptions {
   headersTimeoutMs: number;
   /** Silence while the response body streams: past it, the response is cut. */
   bodyIdleTimeoutMs: number;
-  /** The gateway's own response headers (x-request-id), first in the head. */
-  ownHeaders: readonly [string, string];
+  /** Set on the response (over the instance's own copy). */
+  requestId: string;
+}
+
+/** Who sent the try: asked what to do with its status, told how it ended. (An object, not two closures per try.) */
+export interface TryListener {
   /** Asked once the status is known: true keeps the response from the client (the caller retries it). */
-  discard: (status: number) => boolean;
+  discard(status: number): boolean;
+  tryEnded(outcome: TryOutcome): void;
 }
 
 /** A try in flight, for its caller to cancel (the client left, the deadline passed). */
@@ -42,8 +47,8 @@ export interface Try {
  * without buffering: the instance's body is paused while the client cannot
  * keep up. Cancelling aborts the request down to the instance's socket.
  */
-export function sendTry(res: ServerResponse, options: TryOptions, done: (outcome: TryOutcome) => void): Try {
-  const handler = new TryHandler(res, options, done);
+export function sendTry(res: ServerResponse, options: TryOptions, listener: TryListener): Try {
+  const handler = new TryHandler(res, options, listener);
   options.dispatcher.dispatch(
     {
       origin: options.origin,
@@ -69,7 +74,7 @@ export function sendTry(res: ServerResponse, options: TryOptions, done: (outcome
 class TryHandler implements Dispatcher.DispatchHandler, Try {
   readonly #res: ServerResponse;
   readonly #options: TryOptions;
-  readonly #done: (outcome: TryOutcome) => void;
+  readonly #listener: TryListener;
   #controller: Dispatcher.DispatchController | undefined;
   /**
    * One timer per try: armed for the headers timeout (or the body's idle
@@ -90,10 +95,10 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
   #paused = false;
   #corked = false;
 
-  constructor(res: ServerResponse, options: TryOptions, done: (outcome: TryOutcome) => void) {
+  constructor(res: ServerResponse, options: TryOptions, listener: TryListener) {
     this.#res = res;
     this.#options = options;
-    this.#done = done;
+    this.#listener = listener;
     this.#headersDeadline = performance.now() + options.headersTimeoutMs;
     this.#timer = setTimeout(this.#onTimeout, Math.min(options.headersTimeoutMs, options.bodyIdleTimeoutMs));
   }
@@ -133,7 +138,7 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is answered by the listener)
     this.#status = statusCode;
     this.#lastActivity = performance.now();
-    if (this.#options.discard(statusCode)) {
+    if (this.#listener.discard(statusCode)) {
       this.#discarding = true;
       return;
     }
@@ -141,7 +146,7 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     // a small body and the end leave in one writev instead of two or three.
     this.#res.socket?.cork();
     this.#corked = true;
-    this.#res.writeHead(statusCode, downstreamHeaders(headers, this.#options.ownHeaders));
+    this.#res.writeHead(statusCode, downstreamHeaders(headers, this.#options.requestId));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -169,12 +174,12 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     this.#finished = true;
     clearTimeout(this.#timer);
     if (this.#discarding) {
-      this.#done({ kind: 'discarded', status: this.#status });
+      this.#listener.tryEnded({ kind: 'discarded', status: this.#status });
       return;
     }
     this.#res.end();
     this.#uncork();
-    this.#done({ kind: 'response', status: this.#status, bytesOut: this.#bytes });
+    this.#listener.tryEnded({ kind: 'response', status: this.#status, bytesOut: this.#bytes });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
@@ -182,14 +187,14 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     this.#finished = true;
     clearTimeout(this.#timer);
     if (err instanceof DiscardLimit) {
-      this.#done({ kind: 'discarded', status: this.#status });
+      this.#listener.tryEnded({ kind: 'discarded', status: this.#status });
       return;
     }
     this.#uncork();
     const responded = !this.#discarding && this.#res.headersSent;
     // Headers already went out: the only honest signal left is to cut the response.
     if (responded) this.#res.destroy(err);
-    this.#done({ kind: 'failed', ...classify(err), responded, bytesOut: responded ? this.#bytes : 0, status: responded ? this.#status : 0 });
+    this.#listener.tryEnded({ kind: 'failed', ...classify(err), responded, bytesOut: responded ? this.#bytes : 0, status: responded ? this.#status : 0 });
   }
 
   #uncork(): void {
