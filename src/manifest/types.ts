@@ -3,6 +3,8 @@
  * every duration in milliseconds, every path absolute. The supervisor, the
  * health checks and (later) the gateway consume these types, never raw YAML.
  */
+import type { BreakerConfig } from '../resilience/circuit-breaker.js';
+import type { OutlierConfig } from '../resilience/outlier-detector.js';
 
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
 
@@ -103,25 +105,11 @@ export interface RetrySpec {
   budget: { ratio: number; minConcurrent: number };
 }
 
-export interface BreakerSpec {
-  consecutiveFailures: number;
-  failureRatio: number;
-  windowMs: number;
-  minRequests: number;
-  openMs: number;
-  maxOpenMs: number;
-  halfOpenRequests: number;
-}
+/** A circuit breaker's settings: the state machine's own config (src/resilience, which depends on nothing). */
+export type BreakerSpec = BreakerConfig;
 
-export interface OutlierSpec {
-  consecutiveErrors: number;
-  consecutiveGatewayErrors: number;
-  baseEjectionMs: number;
-  maxEjectionMs: number;
-  maxEjectedPercent: number;
-  latency: { factor: number; minMs: number; minRequests: number } | null;
-  panicThresholdPercent: number;
-}
+/** Outlier detection's settings, as the detector takes them. */
+export type OutlierSpec = OutlierConfig;
 
 export interface LimitsSpec {
   /** Requests in flight to the service (all versions) at once. */
