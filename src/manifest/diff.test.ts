@@ -153,6 +153,19 @@ describe('planChanges', () => {
     assert.equal(formatPlan(plan), '~ payments/charges  stable 1.0.0 → 2.0.0');
   });
 
+  it('lists-each-changed-policy-setting-of-a-service-and-takes-it-live', () => {
+    const plan = planChanges(base, edited(['        replicas: 3\n', '        replicas: 3\n        timeout: 10s\n        retries: { attempts: 3 }\n        breaker: { service: false }\n']));
+    assert.deepEqual(plan.replaced, []);
+    assert.deepEqual(
+      plan.settings.map((s) => `${s.target} ${s.field}: ${s.from} → ${s.to}`),
+      [
+        'payments/charges breaker.service: on → off',
+        'payments/charges retries.attempts: 2 → 3',
+        'payments/charges timeout: 30s → 10s',
+      ],
+    );
+  });
+
   it('takes-a-new-gateway-listener-live', () => {
     const plan = planChanges(base, edited(['gateway: { listen: "127.0.0.1:8080" }', 'gateway: { listen: "0.0.0.0:9090" }']));
     assert.deepEqual(plan.settings, [{ target: 'gateway', field: 'listen', from: '127.0.0.1:8080', to: '0.0.0.0:9090' }]);

@@ -93,7 +93,7 @@ export interface Plan {
 
 /** Version fields that name it or are handled on their own (replicas → scale, stable → stable changes). */
 const VERSION_OWN_FIELDS = new Set<string>(['key', 'group', 'service', 'version', 'stable', 'replicas', ...INSTANCE_FIELDS]);
-const SERVICE_OWN_FIELDS = new Set<string>(['group', 'name', 'stable', 'versions']);
+const SERVICE_OWN_FIELDS = new Set<string>(['group', 'name', 'stable', 'versions', 'policies']);
 const GROUP_OWN_FIELDS = new Set<string>(['name', 'services', 'endpoint']);
 /**
  * Node fields a running node cannot change: its identity in the catalog, where
@@ -212,7 +212,26 @@ function planServices(before: GroupSpec, after: GroupSpec, plan: Plan): void {
     if (!old) continue;
     if (old.stable !== service.stable) plan.stable.push({ group: after.name, service: service.name, from: old.stable, to: service.stable });
     plan.settings.push(...otherFields(`${after.name}/${service.name}`, old, service, SERVICE_OWN_FIELDS));
+    plan.settings.push(...policyChanges(`${after.name}/${service.name}`, old.policies, service.policies));
   }
+}
+
+/** Policy settings that differ, one line per leaf (`retries.attempts: 2 → 3`), a policy turned on or off as a whole. */
+function policyChanges(target: string, a: unknown, b: unknown, path = ''): SettingPlan[] {
+  if (isDeepStrictEqual(a, b)) return [];
+  const bothMaps = a !== null && b !== null && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b);
+  if (!bothMaps) {
+    const leaf = path.split('.').pop() ?? path;
+    const field = path.replace(/Ms(?=\.|$)/g, '');
+    // A whole policy turned off or on reads as that, not as its settings.
+    if (a === null || b === null) return [{ target, field, from: a === null ? 'off' : 'on', to: b === null ? 'off' : 'on' }];
+    return [{ target, field, from: formatValue(leaf, a), to: formatValue(leaf, b) }];
+  }
+  const changes: SettingPlan[] = [];
+  for (const key of unionKeys(a, b)) {
+    changes.push(...policyChanges(target, (a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key], path ? `${path}.${key}` : key));
+  }
+  return changes;
 }
 
 /** Every field of `a`/`b` not in `own` that differs: settings added to the manifest later are reported without touching this file. */
