@@ -14,7 +14,7 @@ export const ErrorCodes = {
   BERTH_ERR_NO_PORT: { status: 500, retryable: true, summary: 'No free port could be found for an instance.' },
   BERTH_ERR_NOT_FOUND: { status: 404, retryable: false, summary: 'The admin API has no such resource (service, instance, route).' },
   BERTH_ERR_BAD_REQUEST: { status: 400, retryable: false, summary: 'The admin API request is malformed; `details` lists each problem.' },
-  BERTH_ERR_NODE_UNREACHABLE: { status: 503, retryable: true, summary: 'The CLI could not reach a node\'s admin API (no node running at that address).' },
+  BERTH_ERR_NODE_UNREACHABLE: { status: 503, retryable: true, summary: 'The CLI or berth/client could not reach a node\'s admin API (no node running at that address).' },
   BERTH_ERR_INTERNAL: { status: 500, retryable: false, summary: 'A bug in Berth; the log has the stack trace, the response never does.' },
   BERTH_ERR_STORE_COMPACTED: { status: 410, retryable: false, summary: 'A watch asked to resume from a revision older than the store still holds; list again and watch from the new revision.' },
   BERTH_ERR_CATALOG_CLOSED: { status: 503, retryable: false, summary: 'An operation was attempted on a catalog that was closed.' },
@@ -29,6 +29,7 @@ export const ErrorCodes = {
   BERTH_ERR_CIRCUIT_OPEN: { status: 503, retryable: true, summary: 'The service\'s circuit breaker is open after too many failures; `Retry-After` says when it tries again.' },
   BERTH_ERR_OVERLOADED: { status: 503, retryable: true, summary: 'The service has as many requests in flight and waiting as its `limits` allow; `Retry-After: 1`.' },
   BERTH_ERR_REGISTRATION_CONFLICT: { status: 409, retryable: false, summary: 'The registration request conflicts with the instance: it is supervised, checked over HTTP (no heartbeats), or tracked by another node.' },
+  BERTH_ERR_CLIENT_CLOSED: { status: 503, retryable: false, summary: 'A call was made through a berth/client after its close().' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

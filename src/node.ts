@@ -106,6 +106,8 @@ export class BerthNode {
         host: spec.instanceHost,
         watchdog: this.#watchdog,
         drainer: this.#gateway,
+        // Known once the admin API listens, which is before any instance starts.
+        adminUrl: () => this.#admin?.url,
       });
       // External registrations resume (TTLs from now, HTTP checks restarted) before the admin API takes new ones.
       this.#registrations = new Registrations({ catalog: this.#catalog, clock: this.#clock, logger: this.#logger, nodeName: spec.nodeName });

@@ -1,6 +1,8 @@
 // payments/charges v2: same resource as v1, new shape. Amounts are integer
 // minor units (cents) with an ISO 4217 currency, and every answer says
-// `apiVersion: 2` so a client can tell which version the gateway picked.
+// `apiVersion: 2` so a client can tell which version the gateway picked. As
+// in v1, a bearer token makes the charge its user's (auth/tokens tells whose).
+import { bearerUser } from './lib/calls.mjs';
 import { HttpError, json, newId, readJson, serve } from './lib/http.mjs';
 
 const CURRENCIES = new Set(['EUR', 'USD', 'GBP', 'CHF', 'JPY']);
@@ -30,16 +32,18 @@ serve({
         if (!CURRENCIES.has(currency)) {
           throw new HttpError(400, 'bad_request', `unsupported currency ${currency}; one of ${[...CURRENCIES].join(', ')}`);
         }
+        const payer = await bearerUser(req);
         const charge = {
           id: newId('ch2'),
           amount,
           currency,
           description: typeof body.description === 'string' ? body.description : '',
+          user: payer?.user ?? null,
           status: 'succeeded',
           created: new Date().toISOString(),
         };
         charges.set(charge.id, charge);
-        answer(res, 201, { charge });
+        answer(res, 201, payer ? { charge, checkedBy: payer.checkedBy } : { charge });
       },
     ],
     ['GET', '/charges', ({ res }) => answer(res, 200, { charges: [...charges.values()], count: charges.size })],

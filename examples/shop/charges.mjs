@@ -1,8 +1,11 @@
 // payments/charges v1: creates and reads card charges. Amounts are decimal
 // numbers in the shop's one currency; v2 (charges-v2.mjs) changes the shape.
+// A charge sent with `Authorization: Bearer <token>` is made for that token's
+// user, which auth/tokens tells (a call through berth/client: lib/calls.mjs).
+import { bearerUser } from './lib/calls.mjs';
 import { HttpError, json, newId, readJson, serve } from './lib/http.mjs';
 
-/** @type {Map<string, { id: string, amount: number, description: string, status: string, created: string }>} */
+/** @type {Map<string, { id: string, amount: number, description: string, user: string | null, status: string, created: string }>} */
 const charges = new Map();
 
 serve({
@@ -18,15 +21,18 @@ serve({
         if (typeof amount !== 'number' || !Number.isFinite(amount) || amount <= 0) {
           throw new HttpError(400, 'bad_request', 'expected a JSON body {"amount": <positive number>, "description"?: "…"}');
         }
+        const payer = await bearerUser(req);
         const charge = {
           id: newId('ch'),
           amount: Math.round(amount * 100) / 100,
           description: typeof body.description === 'string' ? body.description : '',
+          user: payer?.user ?? null,
           status: 'succeeded',
           created: new Date().toISOString(),
         };
         charges.set(charge.id, charge);
-        json(res, 201, charge);
+        // checkedBy: which tokens instance vouched for the user, and the request id it saw (this request's).
+        json(res, 201, payer ? { ...charge, checkedBy: payer.checkedBy } : charge);
       },
     ],
     ['GET', '/charges', ({ res }) => json(res, 200, { charges: [...charges.values()] })],

@@ -1,6 +1,9 @@
 // users/profiles: in-memory CRUD of JSON profiles. Each instance keeps its
 // own map (a real service would use a database), which makes the answering
-// `instance` easy to see when requests are spread over replicas.
+// `instance` easy to see when requests are spread over replicas. `GET /me`
+// answers the profile of a bearer token's user, asking auth/tokens whose
+// token it is (through berth/client: lib/calls.mjs).
+import { bearerUser } from './lib/calls.mjs';
 import { HttpError, json, readJson, serve } from './lib/http.mjs';
 
 const ID = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -16,6 +19,16 @@ serve({
   version: '1.0.0',
   routes: [
     ['GET', '/profiles', ({ res }) => json(res, 200, { profiles: [...profiles.values()], count: profiles.size })],
+    [
+      'GET',
+      '/me',
+      async ({ req, res }) => {
+        const who = await bearerUser(req);
+        if (!who) throw new HttpError(401, 'unauthenticated', 'send Authorization: Bearer <token> (a token from POST /auth/tokens/token)');
+        // null when this replica does not hold the user's profile (each keeps its own).
+        json(res, 200, { user: who.user, profile: profiles.get(who.user)?.profile ?? null, checkedBy: who.checkedBy });
+      },
+    ],
     [
       'GET',
       '/profiles/:id',

@@ -4,13 +4,15 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { Agent, request } from 'undici';
+import { startAdminNode } from '../../src/testing/admin-node.js';
+import { instanceRecord } from '../../src/testing/instance-record.js';
 
 // This file runs compiled from dist/examples/shop; the services stay in examples/shop.
 function shopDir(): string {
@@ -36,7 +38,8 @@ const running = new Set<Running>();
 async function start(file: string, version: string, env: Record<string, string> = {}): Promise<Running> {
   const child = spawn(process.execPath, [join(SHOP, file)], {
     cwd: SHOP,
-    env: { ...process.env, PORT: '0', BERTH_GROUP: 'g', BERTH_SERVICE: 's', BERTH_VERSION: version, BERTH_INSTANCE: `${file}-1`, ...env },
+    // BERTH_ADMIN: nothing listens there unless a test says otherwise, so a service run here never reaches a node of `npm start`.
+    env: { ...process.env, PORT: '0', BERTH_GROUP: 'g', BERTH_SERVICE: 's', BERTH_VERSION: version, BERTH_INSTANCE: `${file}-1`, BERTH_ADMIN: 'http://127.0.0.1:9', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -223,5 +226,55 @@ describe('files', () => {
     const etag = put.headers.etag as string;
     assert.equal((await call(svc, 'GET', '/files/docs/terms.md', undefined, { 'if-none-match': etag })).status, 304);
     await stop(svc);
+  });
+});
+
+describe('calls between services through berth/client', () => {
+  it('charges-and-profiles-ask-tokens-and-tokens-asks-profiles-all-with-the-request-id', async () => {
+    // A real admin API over a real catalog, loaded with the shop's own manifest; the services register as a node would.
+    const node = await startAdminNode(readFileSync(join(SHOP, 'berth.yaml'), 'utf8'));
+    const env = { BERTH_ADMIN: node.url };
+    const started: Running[] = [];
+    try {
+      const [tokens, profiles, charges] = await Promise.all([
+        start('tokens.mjs', '1.0.0', env),
+        start('profiles.mjs', '1.0.0', env),
+        start('charges.mjs', '1.0.0', env),
+      ]);
+      started.push(tokens, profiles, charges);
+      for (const [svc, group, service] of [[tokens, 'auth', 'tokens'], [profiles, 'users', 'profiles']] as const) {
+        await node.catalog.put(instanceRecord({ id: `${service}.mjs-1`, group, service, version: '1.0.0', port: Number(new URL(svc.base).port) }));
+      }
+
+      assert.equal((await call(profiles, 'PUT', '/profiles/ada', JSON.stringify({ name: 'Ada' }))).status, 201);
+      const issued = await call(tokens, 'POST', '/token', JSON.stringify({ user: 'ada' }), { 'x-request-id': 'tok-1' });
+      assert.equal(issued.status, 201);
+      assert.equal(issued.json().name, 'Ada', 'tokens asked profiles for the name');
+      assert.match(profiles.output(), /^GET \/profiles\/ada 200 \d+ms$/m);
+      const bearer = { authorization: `Bearer ${issued.json().token as string}` };
+
+      const charge = await call(charges, 'POST', '/charges', JSON.stringify({ amount: 5 }), { ...bearer, 'x-request-id': 'pay-1' });
+      assert.equal(charge.status, 201, charge.text);
+      assert.equal(charge.json().user, 'ada');
+      assert.deepEqual(charge.json().checkedBy, { instance: 'tokens.mjs-1', requestId: 'pay-1' }, 'tokens saw the request id charges got');
+      assert.equal(charge.json().requestId, 'pay-1');
+
+      const me = await call(profiles, 'GET', '/me', undefined, { ...bearer, 'x-request-id': 'me-1' });
+      assert.deepEqual([me.status, me.json().user, me.json().profile], [200, 'ada', { name: 'Ada' }]);
+      assert.equal((me.json().checkedBy as { requestId: string }).requestId, 'me-1');
+
+      const forged = await call(charges, 'POST', '/charges', JSON.stringify({ amount: 5 }), { authorization: 'Bearer forged' });
+      assert.deepEqual([forged.status, forged.json().error], [401, 'invalid_token']);
+      const anonymous = await call(charges, 'POST', '/charges', JSON.stringify({ amount: 5 }));
+      assert.deepEqual([anonymous.status, anonymous.json().user], [201, null]);
+
+      // tokens gone (and still in the catalog): charges answers 503 rather than hanging or charging anyone.
+      await stop(tokens);
+      const down = await call(charges, 'POST', '/charges', JSON.stringify({ amount: 5 }), bearer);
+      assert.deepEqual([down.status, down.json().error], [503, 'auth_unavailable']);
+    } finally {
+      for (const r of started) if (running.has(r)) await stop(r);
+      await node.close();
+    }
   });
 });

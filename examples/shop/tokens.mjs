@@ -1,6 +1,10 @@
 // auth/tokens: issues opaque random tokens for a user and verifies them.
 // Tokens live in this instance's memory, so the manifest runs one replica.
+// A new token's answer carries the user's `name` from users/profiles when it
+// has one (best effort, through berth/client: lib/calls.mjs); profiles and
+// charges call /verify back.
 import { randomBytes } from 'node:crypto';
+import { profileName } from './lib/calls.mjs';
 import { HttpError, json, readJson, serve } from './lib/http.mjs';
 
 const TTL_MS = Number(process.env.TOKEN_TTL_MS ?? 3_600_000);
@@ -34,7 +38,7 @@ serve({
         // Expired tokens are dropped when looked up; a sweep now and then bounds the rest.
         if (tokens.size >= 10_000) for (const t of tokens.keys()) live(t);
         tokens.set(token, { user, expiresAt });
-        json(res, 201, { token, user, expiresAt: new Date(expiresAt).toISOString() });
+        json(res, 201, { token, user, name: await profileName(req, user), expiresAt: new Date(expiresAt).toISOString() });
       },
     ],
     [

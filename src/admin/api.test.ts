@@ -315,7 +315,7 @@ describe('admin API: node routes and the OpenAPI document', () => {
       assert.deepEqual(Object.keys(register.responses).sort(), ['201', '400', '409']);
       assert.deepEqual(JSON.stringify(register.responses['400']).includes('#/components/schemas/Error'), true);
       const discovery = doc.paths['/v1/discovery/{service}']?.get;
-      assert.deepEqual(discovery?.parameters?.map((p) => `${p.in}.${p.name}`).sort(), ['path.service', 'query.version']);
+      assert.deepEqual(discovery?.parameters?.map((p) => `${p.in}.${p.name}`).sort(), ['path.service', 'query.index', 'query.version', 'query.wait']);
       assert.deepEqual(Object.keys(doc.paths['/v1/registrations/{id}']?.delete?.responses ?? {}).sort(), ['204', '404', '409']);
     }));
 });

@@ -5,6 +5,7 @@ import semver from 'semver';
 import type { Catalog } from '../catalog/catalog.js';
 import { INSTANCE_STATUSES, type InstanceRecord, type InstanceStatus } from '../catalog/types.js';
 import { BerthError, isBerthError, type ErrorDetail } from '../errors.js';
+import { parseDuration } from '../duration.js';
 import { DEFAULT_POLICIES } from '../manifest/policies.js';
 import type { EndpointSpec, ListenSpec, NodeSpec } from '../manifest/types.js';
 import { validateRegistration, type HeartbeatStatus, type RegistrationInput, type Registrations } from '../registry/registrations.js';
@@ -13,6 +14,7 @@ import { formatPlan, type Plan } from '../manifest/diff.js';
 import type { ApplyResult } from '../supervisor/supervisor.js';
 import type { NodeInfo } from '../node.js';
 import { routeSchemas, sharedSchemas, swaggerOptions, validationDetails } from './openapi.js';
+import { DEFAULT_WAIT_MS, DiscoveryWatch, INDEX_HEADER, MAX_WAIT_MS, STABLE_HEADER, type DiscoveryWatchOptions } from './discovery-watch.js';
 
 export interface AdminDeps {
   listen: ListenSpec;
@@ -31,6 +33,8 @@ export interface AdminDeps {
   reload?: ReloadDeps;
   /** The live state of a service's gateway policies (breakers, budget, limits, ejections). */
   policyState?: (group: string, service: string) => object | undefined;
+  /** Blocking discovery queries (`?index=&wait=`): tests pass a clock and count the waits. */
+  discovery?: DiscoveryWatchOptions;
 }
 
 export interface AdminServer {
@@ -155,17 +159,43 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
     },
   );
 
-  app.get<{ Params: { service: string }; Querystring: { version?: string } }>(
+  // One watch for every blocking query; the node's close ends the waits first, or they would hold the server open.
+  const watch = new DiscoveryWatch(deps.catalog, (service) => passingInstances(deps.catalog, service, undefined), deps.discovery);
+  app.addHook('preClose', (done) => {
+    watch.close();
+    done();
+  });
+
+  app.get<{ Params: { service: string }; Querystring: { version?: string; index?: number; wait?: string } }>(
     '/v1/discovery/:service',
     { schema: routeSchemas.discovery },
-    (request): DiscoveredInstance[] => {
+    async (request, reply): Promise<DiscoveredInstance[]> => {
       const { service } = request.params;
       const range = parseRange(request.query.version);
+      const waitMs = parseWait(request.query.wait);
       assertServiceKnown(deps, service);
-      return deps.catalog
-        .list({ service, statuses: ['passing'] })
-        .filter((r) => range === undefined || semver.satisfies(r.version, range))
-        .map(discovered);
+      const { index } = request.query;
+      if (index !== undefined) {
+        // Blocking query: answer once this query's own answer differs from what index N described.
+        const before = JSON.stringify(passingInstances(deps.catalog, service, range));
+        const gone = new AbortController();
+        const onClose = (): void => gone.abort();
+        reply.raw.once('close', onClose);
+        if (reply.raw.destroyed || request.raw.socket?.destroyed === true) gone.abort();
+        const ended = await watch.wait(service, index, waitMs, () => JSON.stringify(passingInstances(deps.catalog, service, range)) !== before, gone.signal);
+        reply.raw.off('close', onClose);
+        if (ended === 'aborted') {
+          // The client hung up: nobody to answer.
+          reply.hijack();
+          return [];
+        }
+        // The node is stopping: do not keep this connection for another request.
+        if (ended === 'closed') void reply.header('connection', 'close');
+      }
+      void reply.header(INDEX_HEADER, String(watch.index(service)));
+      const stable = stableOf(deps.spec(), service);
+      if (stable !== null) void reply.header(STABLE_HEADER, stable);
+      return passingInstances(deps.catalog, service, range);
     },
   );
 
@@ -330,6 +360,23 @@ export function groupSummaries(spec: NodeSpec, catalog: Catalog): GroupSummary[]
   }));
 }
 
+/** The passing instances of a service (of a semver range, if given), as discovery answers them. */
+function passingInstances(catalog: Catalog, service: string, range: string | undefined): DiscoveredInstance[] {
+  return catalog
+    .list({ service, statuses: ['passing'] })
+    .filter((r) => range === undefined || semver.satisfies(r.version, range))
+    .map(discovered);
+}
+
+/** The stable version the manifest gives a service; null for one only registered from outside. */
+function stableOf(spec: NodeSpec, service: string): string | null {
+  for (const group of spec.groups) {
+    const found = group.services.find((s) => s.name === service);
+    if (found) return found.stable || null;
+  }
+  return null;
+}
+
 function discovered(record: InstanceRecord): DiscoveredInstance {
   return {
     id: record.id,
@@ -383,6 +430,18 @@ function parseRange(text: string | undefined): string | undefined {
     });
   }
   return range;
+}
+
+/** The `wait` query of a blocking discovery query, in ms: default 30s, at most 5m. */
+function parseWait(text: string | undefined): number {
+  if (text === undefined || text.trim() === '') return DEFAULT_WAIT_MS;
+  const ms = parseDuration(text);
+  if (ms === undefined || ms > MAX_WAIT_MS) {
+    throw new BerthError('BERTH_ERR_BAD_REQUEST', `"${text}" is not a wait from 0 to 5m`, {
+      details: [{ where: 'query.wait', message: 'must be a duration from 0 to 5m like 30s or 2m, or milliseconds' }],
+    });
+  }
+  return ms;
 }
 
 function parseStatuses(text: string | undefined): InstanceStatus[] | undefined {

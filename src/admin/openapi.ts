@@ -274,17 +274,31 @@ export const routeSchemas = {
     response: { 200: instanceList, 400: BAD_REQUEST, 404: NOT_FOUND },
   },
   discovery: {
-    summary: 'Passing instances of a service (supervised and external), optionally of a semver range',
+    summary: 'Passing instances of a service (supervised and external), optionally of a semver range; a blocking query with `index`',
+    description:
+      'Every answer carries `x-berth-index`, the service\'s index: it changes when, and only when, its passing instances change. ' +
+      'With `?index=N` the request waits until this query\'s answer differs from the one index N described, or `wait` elapses, then answers as usual ' +
+      '(Consul\'s blocking queries). An index other than the current one answers at once. A node that stops answers its waiting queries at once.',
     tags: ['discovery'],
     params: { type: 'object', required: ['service'], properties: { service: { type: 'string' } } },
     querystring: {
       type: 'object',
       properties: {
         version: { type: 'string', description: 'A semver range: `^2`, `1.x`, `>=1.2 <2`, `2.1.0`. Absent: every version.' },
+        index: { type: 'integer', minimum: 0, description: 'The `x-berth-index` of the last answer: wait for a different one.' },
+        wait: { type: 'string', description: 'How long a query with `index` waits at most: a duration (`30s`, `2m`) or milliseconds, at most 5m. Default 30s.' },
       },
     },
     response: {
-      200: { description: 'Passing instances only', type: 'array', items: { $ref: 'DiscoveredInstance#' } },
+      200: {
+        description: 'Passing instances only',
+        type: 'array',
+        items: { $ref: 'DiscoveredInstance#' },
+        headers: {
+          'x-berth-index': { type: 'string', description: 'The service\'s index, for the next `?index=`' },
+          'x-berth-stable': { type: 'string', description: 'The service\'s stable version (absent for a service only registered from outside)' },
+        },
+      },
       400: BAD_REQUEST,
       404: NOT_FOUND,
     },
@@ -381,7 +395,8 @@ export function validationDetails(errors: readonly FastifySchemaValidationError[
       .split('/')
       .slice(1)
       .map((segment) => segment.replace(/~1/g, '/').replace(/~0/g, '~'));
-    let where = [context, ...path].join('.');
+    // `query.index`, as the rules checked in the handlers name them, rather than fastify's `querystring.index`.
+    let where = [context === 'querystring' ? 'query' : context, ...path].join('.');
     let message = error.message ?? error.keyword;
     if (error.keyword === 'required' && typeof error.params.missingProperty === 'string') {
       where = `${where}.${error.params.missingProperty}`;

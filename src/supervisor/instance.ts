@@ -32,6 +32,8 @@ export interface InstanceDeps {
   watchdog?: Watchdog;
   drainer?: Drainer;
   random?: () => number;
+  /** The node's admin API URL, given to instances as BERTH_ADMIN (berth/client finds discovery there); read at each start. */
+  adminUrl?: () => string | undefined;
 }
 
 /** Variables passed through from Berth's own environment so commands resolve and locales work. */
@@ -250,6 +252,7 @@ export class InstanceController {
 
   #environment(port: number): Record<string, string> {
     const env: Record<string, string> = {};
+    const admin = this.#deps.adminUrl?.();
     for (const name of INHERITED_ENV) {
       const value = process.env[name];
       if (value !== undefined) env[name] = value;
@@ -263,6 +266,7 @@ export class InstanceController {
       BERTH_VERSION: this.spec.version,
       BERTH_INSTANCE: this.id,
       BERTH_NODE: this.#deps.nodeName,
+      ...(admin !== undefined ? { BERTH_ADMIN: admin } : {}),
     };
   }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,6 +18,9 @@ describe('the shop example', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'berth-shop-'));
     await cp(join(ROOT, 'examples/shop'), dir, { recursive: true, filter: (src) => !src.includes('.berth') });
+    // The services import 'berth/client': in the repository that is the package's self-reference; copied out, it needs the package beside them.
+    await mkdir(join(dir, 'node_modules'));
+    await symlink(ROOT, join(dir, 'node_modules', 'berth'), 'dir');
     file = join(dir, 'berth.yaml');
     const text = (await readFile(file, 'utf8')).replace(/127\.0\.0\.1:80\d\d/g, '127.0.0.1:0');
     await writeFile(file, text);
@@ -69,6 +72,36 @@ describe('the shop example', () => {
     assert.ok((await call('/users/profiles/profiles/ann', { method: 'PUT', body: JSON.stringify({ name: 'Ann' }) })).status < 300);
     assert.equal((await call('/storage/files/files')).status, 200);
     assert.equal((await call('/storage/blobs/blobs')).status, 200);
+  });
+
+  it('services call each other through berth/client and the request id follows the request', async () => {
+    const { request } = await import('undici');
+    const gw = String((await node.waitForLog((l) => l.event === 'node.ready')).gateway);
+    const call = async (method: 'GET' | 'POST', path: string, headers: Record<string, string>, body?: unknown): Promise<{ status: number; requestId: unknown; json: Record<string, unknown> }> => {
+      const res = await request(`${gw}${path}`, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      return { status: res.statusCode, requestId: res.headers['x-request-id'], json: (await res.body.json()) as Record<string, unknown> };
+    };
+    const token = await call('POST', '/auth/tokens/token', { 'x-request-id': 'e2e-token' }, { user: 'zoe' });
+    assert.equal(token.status, 201, JSON.stringify(token.json));
+    const bearer = { authorization: `Bearer ${String(token.json.token)}` };
+    const tokens = (await node.instances('tokens')).map((r) => r.id);
+
+    // gateway → charges (one of four instances, v1 by default) → berth/client → tokens
+    const charge = await call('POST', '/payments/charges/charges', { ...bearer, 'x-request-id': 'e2e-charge-1' }, { amount: 3 });
+    assert.equal(charge.status, 201, JSON.stringify(charge.json));
+    assert.deepEqual([charge.requestId, charge.json.requestId, charge.json.user], ['e2e-charge-1', 'e2e-charge-1', 'zoe']);
+    const checkedBy = charge.json.checkedBy as { instance: string; requestId: string };
+    assert.equal(checkedBy.requestId, 'e2e-charge-1', 'tokens saw the id the gateway gave charges');
+    assert.ok(tokens.includes(checkedBy.instance));
+
+    // gateway → profiles → berth/client → tokens, and v2 of charges too
+    const me = await call('GET', '/users/profiles/me', { ...bearer, 'x-request-id': 'e2e-me-1' });
+    assert.deepEqual([me.status, me.json.user, (me.json.checkedBy as { requestId: string }).requestId], [200, 'zoe', 'e2e-me-1']);
+    const v2 = await call('POST', '/payments/charges/v2/charges', { ...bearer, 'x-request-id': 'e2e-charge-2' }, { amount: 300 });
+    assert.deepEqual([v2.status, (v2.json.charge as { user: string }).user, (v2.json.checkedBy as { requestId: string }).requestId], [201, 'zoe', 'e2e-charge-2']);
+
+    const forged = await call('POST', '/payments/charges/charges', { authorization: 'Bearer nope' }, { amount: 3 });
+    assert.equal(forged.status, 401);
   });
 
   it('the admin API answers the contract shape for a service', async () => {

@@ -1,6 +1,7 @@
 // The few things every shop service repeats: JSON answers that say which
-// instance sent them, bodies read with a size cap, a route table, one log
-// line per request and a graceful stop on SIGTERM. Only node:http.
+// instance sent them (and which request id they answer), bodies read with a
+// size cap, a route table, one log line per request and a graceful stop on
+// SIGTERM. Only node:http; calls to other services are in calls.mjs.
 import { createServer } from 'node:http';
 
 const INSTANCE = process.env.BERTH_INSTANCE ?? null;
@@ -28,7 +29,9 @@ export class HttpError extends Error {
  * @param {Record<string, string>} [headers]
  */
 export function json(res, status, body, headers = {}) {
-  const text = JSON.stringify({ ...body, instance: INSTANCE, version: process.env.BERTH_VERSION ?? fallbackVersion });
+  // The request id the gateway (or a calling service) sent: one id follows a request through every service it reaches.
+  const requestId = res.req?.headers['x-request-id'];
+  const text = JSON.stringify({ ...body, instance: INSTANCE, version: process.env.BERTH_VERSION ?? fallbackVersion, requestId });
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }

@@ -1,0 +1,81 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { buildAdminApi } from '../admin/api.js';
+import { Catalog } from '../catalog/catalog.js';
+import { EmbeddedStore } from '../catalog/stores/embedded.js';
+import type { Clock } from '../clock.js';
+import { parseManifest } from '../manifest/load.js';
+import { Registrations } from '../registry/registrations.js';
+import { FakeClock } from './fake-clock.js';
+
+/** A real admin API on port 0 over a real catalog (embedded store in a temp dir): what discovery and its watch run against in tests. */
+export interface AdminNode {
+  url: string;
+  app: FastifyInstance;
+  catalog: Catalog;
+  /** Blocking discovery queries waiting now. */
+  readonly waiting: number;
+  /** Resolves once exactly `count` blocking queries wait (at once if they do already). */
+  waiters(count: number): Promise<void>;
+  /** Stops the admin API only (the catalog stays): the node's API is gone. */
+  stopApi(): Promise<void>;
+  /** Stops the admin API (if still up), then the catalog and store, and removes the temp dir. */
+  close(): Promise<void>;
+}
+
+/** Starts one; `clock` times the blocking queries' waits (default: the real clock). */
+export async function startAdminNode(manifest: string, options: { clock?: Clock } = {}): Promise<AdminNode> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-admin-node-'));
+  const store = await EmbeddedStore.open({ dir });
+  const catalog = await Catalog.open(store);
+  const logger = pino({ level: 'silent' });
+  const regs = new Registrations({ catalog, clock: new FakeClock(), logger, nodeName: 'node-a' });
+  regs.start();
+  const spec = parseManifest(manifest, join(dir, 'berth.yaml'));
+  let waiting = 0;
+  let watchers: { count: number; resolve: () => void }[] = [];
+  const app = buildAdminApi({
+    listen: { host: '127.0.0.1', port: 0 },
+    catalog,
+    logger,
+    spec: () => spec,
+    node: () => undefined,
+    ready: () => true,
+    registrations: regs,
+    discovery: {
+      ...(options.clock ? { clock: options.clock } : {}),
+      onWaiters: (count) => {
+        waiting = count;
+        watchers = watchers.filter((w) => {
+          if (w.count !== count) return true;
+          w.resolve();
+          return false;
+        });
+      },
+    },
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  let appClosed: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    catalog,
+    get waiting() {
+      return waiting;
+    },
+    waiters: (count) => (waiting === count ? Promise.resolve() : new Promise((resolve) => watchers.push({ count, resolve }))),
+    stopApi: () => (appClosed ??= app.close()),
+    close: async () => {
+      await (appClosed ??= app.close());
+      await regs.close();
+      await catalog.close();
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
