@@ -21,6 +21,10 @@ export const ErrorCodes = {
   BERTH_ERR_RELOAD_REFUSED: { status: 409, retryable: false, summary: 'A reload was refused: the new manifest changes a setting that needs a restart, or the node is not running.' },
   BERTH_ERR_NO_ROUTE: { status: 404, retryable: false, summary: 'The gateway has no route for the request: no group, service or version matches it.' },
   BERTH_ERR_NO_INSTANCE: { status: 503, retryable: true, summary: 'The route exists but no instance of the selected version is passing.' },
+  BERTH_ERR_BAD_PATH: { status: 400, retryable: false, summary: 'The request target has no safe canonical form: an encoded slash, backslash or control character, a bad escape, a climb above the root, or an absolute URL.' },
+  BERTH_ERR_BAD_FRAMING: { status: 400, retryable: false, summary: 'The request is framed ambiguously (two Host headers, Transfer-Encoding in HTTP/1.0); the connection is closed after the answer.' },
+  BERTH_ERR_TOO_MANY_HEADERS: { status: 431, retryable: false, summary: 'The request has more than 100 header lines.' },
+  BERTH_ERR_TRANSFER_CODING: { status: 501, retryable: false, summary: 'The request uses a transfer coding other than chunked; the connection is closed after the answer.' },
   BERTH_ERR_BAD_VERSION: { status: 400, retryable: false, summary: 'The Accept-Version header is not a semver range.' },
   BERTH_ERR_UPSTREAM_CONNECT: { status: 502, retryable: true, summary: 'The gateway could not connect to the instance it picked.' },
   BERTH_ERR_UPSTREAM_RESET: { status: 502, retryable: true, summary: 'The instance closed the connection before a complete response.' },
@@ -29,6 +33,8 @@ export const ErrorCodes = {
   BERTH_ERR_CIRCUIT_OPEN: { status: 503, retryable: true, summary: 'The service\'s circuit breaker is open after too many failures; `Retry-After` says when it tries again.' },
   BERTH_ERR_OVERLOADED: { status: 503, retryable: true, summary: 'The service has as many requests in flight and waiting as its `limits` allow; `Retry-After: 1`.' },
   BERTH_ERR_REGISTRATION_CONFLICT: { status: 409, retryable: false, summary: 'The registration request conflicts with the instance: it is supervised, checked over HTTP (no heartbeats), or tracked by another node.' },
+  BERTH_ERR_UNAUTHORIZED: { status: 401, retryable: false, summary: 'The admin API request carries no bearer token, or one the node does not know (mistyped, revoked).' },
+  BERTH_ERR_FORBIDDEN: { status: 403, retryable: false, summary: 'The admin API request\'s token has a role too low for the route (viewer < operator < admin).' },
   BERTH_ERR_CLIENT_CLOSED: { status: 503, retryable: false, summary: 'A call was made through a berth/client after its close().' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 

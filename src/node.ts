@@ -9,6 +9,9 @@ import { versionsOf, type NodeSpec } from './manifest/types.js';
 import { formatPlan, isEmptyPlan, keepVersions, planChanges, planCounts, type Plan } from './manifest/diff.js';
 import { formatManifestError, loadManifest } from './manifest/load.js';
 import { startAdminServer, type AdminServer } from './admin/api.js';
+import { AdminTokens, writeTokenFile } from './admin/tokens.js';
+import { AuditLog } from './admin/audit.js';
+import { isLoopbackHost } from './manifest/listen.js';
 import { Registrations } from './registry/registrations.js';
 import { PortAllocator } from './supervisor/ports.js';
 import { Supervisor, type ApplyResult } from './supervisor/supervisor.js';
@@ -48,6 +51,10 @@ export class BerthNode {
   #supervisor: Supervisor | undefined;
   #watchdog: Watchdog | undefined;
   #admin: AdminServer | undefined;
+  /** The admin API's bearer tokens, kept in the store (`tokens/`). */
+  #tokens: AdminTokens | undefined;
+  /** Every mutating admin call: `<dataDir>/audit.log` and `admin.audit` log lines. */
+  #audit: AuditLog | undefined;
   /** Prometheus metrics: the gateway's observer, served by the admin API at `/metrics`. */
   #metrics: Metrics | undefined;
   #registrations: Registrations | undefined;
@@ -86,6 +93,12 @@ export class BerthNode {
         onInvalid: (key, err) => this.#logger.warn({ key, err: err.message }, 'skipping an unreadable catalog record'),
       });
       await this.#retirePreviousRun(this.#catalog);
+      this.#tokens = await AdminTokens.open(this.#store, {
+        clock: this.#clock,
+        onError: (err) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'admin tokens: a store operation failed'),
+      });
+      await this.#bootstrapToken(this.#tokens);
+      this.#audit = await AuditLog.open(spec.dataDir, this.#logger);
 
       // Metrics exist before the gateway (whose observer they are) and are read at scrape time.
       this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName });
@@ -123,6 +136,7 @@ export class BerthNode {
         metrics: this.#metrics,
         reload: { plan: () => this.plan(), reload: () => this.reload() },
         policyState: (group, service) => gateway.policyState(group, service),
+        security: { tokens: this.#tokens, audit: this.#audit },
       });
       this.#info = {
         name: spec.nodeName,
@@ -134,7 +148,14 @@ export class BerthNode {
         gateway: this.#gateway.urls.main,
       };
       await writeFile(join(spec.dataDir, NODE_FILE), `${JSON.stringify(this.#info, null, 2)}\n`);
-      this.#logger.info({ event: Events.adminListening, url: this.#admin.url }, `admin API on ${this.#admin.url}`);
+      if (isLoopbackHost(spec.admin.listen.host)) {
+        this.#logger.info({ event: Events.adminListening, url: this.#admin.url }, `admin API on ${this.#admin.url}`);
+      } else {
+        this.#logger.warn(
+          { event: Events.adminListening, url: this.#admin.url, remote: true },
+          `admin API on ${this.#admin.url}, reachable beyond this machine (admin.allowRemote): tokens travel in clear text unless TLS stands in front`,
+        );
+      }
       await this.#supervisor.apply(versionsOf(spec));
       this.#ready = true;
       this.#logger.info({ event: Events.nodeReady, admin: this.#admin.url, gateway: this.#gateway.urls.main, instances: this.#supervisor.controllers().length }, 'ready');
@@ -258,6 +279,8 @@ export class BerthNode {
     // A rollout waiting for a new instance to pass ends now, so a reload request in flight does not hold the admin API open.
     this.#supervisor?.close();
     await this.#admin?.close();
+    await this.#audit?.close();
+    await this.#tokens?.close();
     await this.#registrations?.close();
     await this.#supervisor?.stopAll();
     await this.#gateway?.close();
@@ -268,6 +291,29 @@ export class BerthNode {
     // Only the node that wrote the node file removes it (a refused second node must not).
     if (this.#info) await rm(join(this.#spec.dataDir, NODE_FILE), { force: true });
     this.#logger.info({ event: Events.nodeStopped }, 'stopped');
+  }
+
+  /**
+   * With no admin token in the store (first start, or every admin token
+   * revoked: restarting the node is the way back in), creates one and writes
+   * it to `<dataDir>/admin-token`, mode 0600, for the CLI on this machine.
+   * The log says where it is, never what it is.
+   */
+  async #bootstrapToken(tokens: AdminTokens): Promise<void> {
+    if (tokens.has('admin')) return;
+    const { token, secret } = await tokens.create('bootstrap', 'admin');
+    let file: string;
+    try {
+      file = await writeTokenFile(this.#spec.dataDir, secret);
+    } catch (err) {
+      // An admin token nobody can read would keep the next start from making one.
+      await tokens.revoke(token.id);
+      throw err;
+    }
+    this.#logger.info(
+      { event: Events.adminTokenCreated, id: token.id, name: token.name, role: token.role, file },
+      `no admin token existed: created "${token.name}" (${token.id}) and wrote it to ${file} (mode 0600); the CLI on this machine uses it`,
+    );
   }
 
   /** Instances a previous run of this node left behind are gone (the watchdog saw to it): record that. */

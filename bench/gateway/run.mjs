@@ -317,8 +317,8 @@ function freePort() {
   });
 }
 
-async function getJson(url, timeoutMs = 2000) {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+async function getJson(url, token, timeoutMs = 2000) {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   return res.json();
 }
@@ -423,8 +423,10 @@ async function startBerth({ name, tmp, opts, accessLog }) {
   try {
     // node.json carries the admin and gateway URLs whatever the log level (node.ready is an info line).
     const info = await waitFor(`${name} node file`, 30_000, () => JSON.parse(readFileSync(join(dataDir, 'node.json'), 'utf8')), alive);
+    // The admin token the node wrote on its first start (docs/security.md).
+    info.token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
     const instances = await waitFor(`${name} passing instances`, 30_000, async () => {
-      const list = await getJson(`${info.admin}/v1/services/echo/instances`);
+      const list = await getJson(`${info.admin}/v1/services/echo/instances`, info.token);
       const passing = list.filter((r) => r.status === 'passing');
       return passing.length >= opts.replicas ? passing : null;
     }, alive);
@@ -440,7 +442,7 @@ const pidsOf = (node) => node.instances.map((r) => r.pid).filter(Boolean);
 
 /** Re-reads a node's instances (a restart gives a new pid) and pins them to CPU 0 with wrk. */
 async function refreshInstances(node, opts, warnings) {
-  const list = (await getJson(`${node.info.admin}/v1/services/echo/instances`)).filter((r) => r.status === 'passing');
+  const list = (await getJson(`${node.info.admin}/v1/services/echo/instances`, node.info.token)).filter((r) => r.status === 'passing');
   const before = new Map(node.instances.map((r) => [r.id, r]));
   for (const r of list) {
     const old = before.get(r.id);

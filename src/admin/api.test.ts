@@ -11,7 +11,9 @@ import type { InstanceRecord } from '../catalog/types.js';
 import { parseManifest } from '../manifest/load.js';
 import { Registrations } from '../registry/registrations.js';
 import { FakeClock } from '../testing/fake-clock.js';
+import { testSecurity } from '../testing/admin-security.js';
 import { buildAdminApi } from './api.js';
+import type { Role } from './tokens.js';
 
 const MANIFEST = `
 groups:
@@ -36,7 +38,10 @@ interface Api {
   catalog: Catalog;
   regs: Registrations;
   setReady: (ready: boolean) => void;
-  call: (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown) => Promise<{ status: number; body: unknown; type: string | undefined }>;
+  /** A token secret per role. */
+  secrets: Record<Role, string>;
+  /** Sends the test's admin token; pass `token` to send another, or null to send none. */
+  call: (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, token?: string | null) => Promise<{ status: number; body: unknown; type: string | undefined }>;
 }
 
 /** A real admin API listening on port 0 over a real catalog. */
@@ -49,6 +54,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
   regs.start();
   const spec = parseManifest(MANIFEST, join(dir, 'berth.yaml'));
   let ready = false;
+  const security = await testSecurity(store, dir, { logger });
   const app = buildAdminApi({
     listen: { host: '127.0.0.1', port: 0 },
     catalog,
@@ -57,6 +63,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
     node: () => undefined,
     ready: () => ready,
     registrations: regs,
+    security: security.security,
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
@@ -67,10 +74,13 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
       catalog,
       regs,
       setReady: (r) => (ready = r),
-      call: async (method, path, body) => {
+      secrets: security.secrets,
+      call: async (method, path, body, token = security.secrets.admin) => {
+        const headers: Record<string, string> = token === null ? {} : { authorization: `Bearer ${token}` };
         const res = await request(`${url}${path}`, {
           method,
-          ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+          headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         });
         const text = await res.body.text();
         const type = res.headers['content-type'];
@@ -80,6 +90,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
   } finally {
     await app.close();
     await regs.close();
+    await security.close();
     await catalog.close();
     await store.close();
     await rm(dir, { recursive: true, force: true });
@@ -160,7 +171,7 @@ describe('admin API: registration requests', () => {
     }));
 
   it('registers (201), heartbeats (200) and deregisters (204) an external instance', () =>
-    withApi(async ({ url, call, catalog }) => {
+    withApi(async ({ url, call, catalog, secrets }) => {
       const created = await call('POST', '/v1/registrations', REGISTRATION);
       assert.equal(created.status, 201);
       const record = created.body as InstanceRecord;
@@ -172,7 +183,7 @@ describe('admin API: registration requests', () => {
       const plain = await call('PUT', '/v1/registrations/charges-ext-1/heartbeat');
       assert.equal(plain.status, 200);
       assert.equal((plain.body as InstanceRecord).status, 'passing');
-      const empty = await request(`${url}/v1/registrations/charges-ext-1/heartbeat`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '' });
+      const empty = await request(`${url}/v1/registrations/charges-ext-1/heartbeat`, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${secrets.operator}` }, body: '' });
       assert.equal(empty.statusCode, 200);
       assert.equal(((await empty.body.json()) as InstanceRecord).status, 'passing');
 
@@ -312,10 +323,10 @@ describe('admin API: node routes and the OpenAPI document', () => {
       for (const name of ['Error', 'Instance', 'DiscoveredInstance', 'Group', 'ServiceSummary', 'Registration']) assert.ok(doc.components.schemas[name], name);
       const register = doc.paths['/v1/registrations']?.post;
       assert.ok(register?.requestBody, 'POST /v1/registrations documents its body');
-      assert.deepEqual(Object.keys(register.responses).sort(), ['201', '400', '409']);
+      assert.deepEqual(Object.keys(register.responses).sort(), ['201', '400', '401', '403', '409']);
       assert.deepEqual(JSON.stringify(register.responses['400']).includes('#/components/schemas/Error'), true);
       const discovery = doc.paths['/v1/discovery/{service}']?.get;
       assert.deepEqual(discovery?.parameters?.map((p) => `${p.in}.${p.name}`).sort(), ['path.service', 'query.index', 'query.version', 'query.wait']);
-      assert.deepEqual(Object.keys(doc.paths['/v1/registrations/{id}']?.delete?.responses ?? {}).sort(), ['204', '404', '409']);
+      assert.deepEqual(Object.keys(doc.paths['/v1/registrations/{id}']?.delete?.responses ?? {}).sort(), ['204', '401', '403', '404', '409']);
     }));
 });

@@ -15,6 +15,9 @@ import type { ApplyResult } from '../supervisor/supervisor.js';
 import type { NodeInfo } from '../node.js';
 import { routeSchemas, sharedSchemas, swaggerOptions, validationDetails } from './openapi.js';
 import { DEFAULT_WAIT_MS, DiscoveryWatch, INDEX_HEADER, MAX_WAIT_MS, STABLE_HEADER, type DiscoveryWatchOptions } from './discovery-watch.js';
+import { installAccessControl, requestId } from './access.js';
+import type { AuditSink } from './audit.js';
+import type { AdminTokens, Role } from './tokens.js';
 
 export interface AdminDeps {
   listen: ListenSpec;
@@ -35,6 +38,14 @@ export interface AdminDeps {
   policyState?: (group: string, service: string) => object | undefined;
   /** Blocking discovery queries (`?index=&wait=`): tests pass a clock and count the waits. */
   discovery?: DiscoveryWatchOptions;
+  /** Who may call what (src/admin/access.ts, docs/security.md): the tokens, and the audit log of mutating calls. */
+  security: AdminSecurity;
+}
+
+/** What the admin API uses of the node's tokens and audit log. */
+export interface AdminSecurity {
+  tokens: Pick<AdminTokens, 'verify' | 'create' | 'list' | 'revoke'>;
+  audit: AuditSink;
 }
 
 export interface AdminServer {
@@ -79,6 +90,9 @@ export function buildAdminApi(deps: AdminDeps): FastifyInstance {
     logger: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // The caller's x-request-id when sane, else a new one: the audit log and the answer carry it.
+    requestIdHeader: false,
+    genReqId: requestId,
     // Every problem of a request at once, and unknown fields refused rather than silently dropped.
     ajv: { customOptions: { allErrors: true, removeAdditional: false, allowUnionTypes: true } },
   });
@@ -111,6 +125,8 @@ export function buildAdminApi(deps: AdminDeps): FastifyInstance {
   });
 
   for (const schema of sharedSchemas) app.addSchema(schema);
+  // Before any route: its hooks guard every one, and its onRoute hook documents each one's role.
+  installAccessControl(app, deps.security);
   // Registered before the routes so that its onRoute hook sees every one of them.
   void app.register(swagger, swaggerOptions(BERTH_VERSION));
   void app.register((api, _options, done) => {
@@ -230,6 +246,7 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
   });
 
   if (deps.reload) reloadRoutes(app, deps.reload);
+  securityRoutes(app, deps.security);
 
   const metrics = deps.metrics;
   if (metrics) {
@@ -300,6 +317,26 @@ function reloadRoutes(app: FastifyInstance, reload: ReloadDeps): void {
 }
 
 // ---- end of reload ----------------------------------------------------------
+
+// ---- Tokens and audit (docs/security.md) -------------------------------------
+
+function securityRoutes(app: FastifyInstance, security: AdminSecurity): void {
+  app.get('/v1/tokens', { schema: routeSchemas.tokens }, () => security.tokens.list());
+
+  app.post<{ Body: { name: string; role: Role } }>('/v1/tokens', { schema: routeSchemas.createToken }, async (request, reply) => {
+    const { token, secret } = await security.tokens.create(request.body.name, request.body.role);
+    return reply.status(201).send({ ...token, token: secret });
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/tokens/:id', { schema: routeSchemas.revokeToken }, async (request, reply) => {
+    if (!(await security.tokens.revoke(request.params.id))) throw new BerthError('BERTH_ERR_NOT_FOUND', `no token with id "${request.params.id}"`);
+    return reply.status(204).send();
+  });
+
+  app.get<{ Querystring: { limit: number } }>('/v1/audit', { schema: routeSchemas.audit }, (request) => security.audit.tail(request.query.limit));
+}
+
+// ---- end of tokens and audit --------------------------------------------------
 
 export async function startAdminServer(deps: AdminDeps): Promise<AdminServer> {
   const app = buildAdminApi(deps);

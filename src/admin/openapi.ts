@@ -170,6 +170,39 @@ export const sharedSchemas = [
       gateway: { type: 'string', description: 'URL of the gateway' },
     },
   },
+  {
+    $id: 'Token',
+    type: 'object',
+    description: 'A bearer token of the admin API, without its secret (docs/security.md).',
+    required: ['id', 'name', 'role', 'createdAt'],
+    properties: {
+      id: { type: 'string', description: '`tok_` and 12 hex digits: what `DELETE /v1/tokens/{id}` takes' },
+      name: { type: 'string' },
+      role: { type: 'string', enum: ['viewer', 'operator', 'admin'] },
+      createdAt: { type: 'string', format: 'date-time' },
+      lastUsedAt: { type: 'string', format: 'date-time', description: 'When it last opened a request (updated at most once a minute); absent if never' },
+    },
+  },
+  {
+    $id: 'AuditEntry',
+    type: 'object',
+    description: 'One mutating call, allowed or refused: who, what, when, and the result.',
+    required: ['time', 'requestId', 'actor', 'actorId', 'role', 'method', 'route', 'params', 'status'],
+    additionalProperties: true,
+    properties: {
+      time: { type: 'string', format: 'date-time' },
+      requestId: { type: 'string' },
+      actor: { type: 'string', description: 'The name of the token that made the call, or `anonymous`' },
+      actorId: { type: ['string', 'null'], description: 'Its id; null when anonymous' },
+      role: { type: ['string', 'null'], enum: ['viewer', 'operator', 'admin', null], description: 'Its role; null when anonymous' },
+      method: { type: 'string' },
+      route: { type: 'string', description: 'The route as declared (`/v1/registrations/:id`), or the path asked for when none matched' },
+      params: { type: 'object', additionalProperties: { type: 'string' } },
+      body: { description: 'The request body, secret-like fields masked' },
+      status: { type: 'integer' },
+      code: { type: 'string', description: 'The error code of a refused or failed call' },
+    },
+  },
 ] as const;
 
 const errorResponse = (description: string): Record<string, unknown> => ({ description, $ref: 'Error#' });
@@ -359,6 +392,54 @@ export const routeSchemas = {
     params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
     response: { 204: { description: 'Deregistered', type: 'null' }, 404: NOT_FOUND, 409: CONFLICT },
   },
+  tokens: {
+    summary: 'Every token of the admin API, without secrets',
+    tags: ['security'],
+    response: { 200: { description: 'Tokens, oldest first', type: 'array', items: { $ref: 'Token#' } } },
+  },
+  createToken: {
+    summary: 'Create a token; the answer is the only place its secret is ever shown',
+    tags: ['security'],
+    body: {
+      type: 'object',
+      required: ['name', 'role'],
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: '1-64 letters, digits, `.`, `_`, `-`: who or what holds it' },
+        role: { type: 'string', enum: ['viewer', 'operator', 'admin'] },
+      },
+    },
+    response: {
+      201: {
+        description: 'The token, and its secret in `token`: send it as `authorization: Bearer <token>`',
+        type: 'object',
+        required: ['id', 'name', 'role', 'createdAt', 'token'],
+        properties: {
+          id: { type: 'string' },
+          name: { type: 'string' },
+          role: { type: 'string', enum: ['viewer', 'operator', 'admin'] },
+          createdAt: { type: 'string', format: 'date-time' },
+          token: { type: 'string', description: '`berth_` and 43 base64url characters; the node keeps only its SHA-256' },
+        },
+      },
+      400: BAD_REQUEST,
+    },
+  },
+  revokeToken: {
+    summary: 'Revoke a token: refused from now on',
+    tags: ['security'],
+    params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
+    response: { 204: { description: 'Revoked', type: 'null' }, 404: NOT_FOUND },
+  },
+  audit: {
+    summary: 'The last entries of the audit log: every mutating call, allowed or refused',
+    tags: ['security'],
+    querystring: {
+      type: 'object',
+      properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100, description: 'How many of the last entries' } },
+    },
+    response: { 200: { description: 'Entries, oldest first', type: 'array', items: { $ref: 'AuditEntry#' } }, 400: BAD_REQUEST },
+  },
 } as const;
 
 /** Options for @fastify/swagger. */
@@ -369,14 +450,27 @@ export function swaggerOptions(version: string): Record<string, unknown> {
       info: {
         title: 'Berth admin API',
         version,
-        description: 'Catalog, discovery and registration of external services on a Berth node. Errors are `{code, message, details?}`; codes are listed in docs/errors.md.',
+        description: 'Catalog, discovery and registration of external services on a Berth node. Errors are `{code, message, details?}`; codes are listed in docs/errors.md. Calls need a bearer token (see the `bearer` security scheme and docs/security.md).',
       },
       tags: [
         { name: 'node', description: 'This node: liveness, readiness, identity, this document' },
         { name: 'catalog', description: 'Groups, services and instances as the catalog holds them' },
         { name: 'discovery', description: 'Passing instances, for clients that balance themselves' },
         { name: 'registrations', description: 'External services: register, heartbeat, deregister' },
+        { name: 'security', description: 'Tokens of this API and the audit log of its mutating calls (admin role)' },
       ],
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'A token of the node (`berth_…`): `authorization: Bearer <token>`. Roles: viewer (reads), operator (viewer + reload, registrations, plan), ' +
+              'admin (operator + tokens, audit). Each operation says the least role it needs (`x-berth-role`); `/healthz`, `/readyz`, ' +
+              '`/openapi.json` and discovery need none. Missing or unknown token: 401; role too low: 403.',
+          },
+        },
+      },
     },
     // Shared schemas keep their $id as their name in components.schemas (instead of def-0, def-1…).
     refResolver: { buildLocalReference: (json: { $id?: string }, _base: unknown, _fragment: unknown, i: number) => json.$id ?? `def-${i}` },

@@ -8,6 +8,8 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** Sent as `authorization: Bearer <token>` when set. */
   token?: string;
+  /** Where the token came from (`--token`, `BERTH_TOKEN`, a file), named when the node refuses it. */
+  tokenFrom?: string;
 }
 
 // Errors that mean "nothing usable answers at that address", as opposed to a
@@ -62,6 +64,7 @@ export class AdminClient {
   readonly baseUrl: string;
   readonly #agent: Agent;
   readonly #token: string | undefined;
+  readonly #tokenFrom: string | undefined;
 
   constructor(baseUrl: string, options: AdminClientOptions = {}) {
     const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(baseUrl) ? baseUrl : `http://${baseUrl}`;
@@ -75,6 +78,7 @@ export class AdminClient {
     const timeout = options.timeoutMs ?? 5000;
     this.#agent = new Agent({ connect: { timeout }, headersTimeout: timeout, bodyTimeout: timeout });
     this.#token = options.token;
+    this.#tokenFrom = options.tokenFrom;
   }
 
   get<T>(path: string, signal?: AbortSignal): Promise<T> {
@@ -141,7 +145,12 @@ export class AdminClient {
     if (status >= 200 && status < 300) return json as T;
 
     const e = (typeof json === 'object' && json !== null ? json : {}) as { code?: unknown; message?: unknown; details?: unknown };
-    const message = typeof e.message === 'string' && e.message !== '' ? e.message : `${method} ${url} answered HTTP ${status}`;
+    let message = typeof e.message === 'string' && e.message !== '' ? e.message : `${method} ${url} answered HTTP ${status}`;
+    if (e.code === 'BERTH_ERR_UNAUTHORIZED') {
+      message = this.#token === undefined
+        ? `${message}; pass --token or set BERTH_TOKEN (on the node's machine, -f naming the node's manifest is enough: the CLI reads the admin-token file in its data dir)`
+        : `the node refused the token from ${this.#tokenFrom ?? 'the options'}: ${message}`;
+    }
     const details = parseDetails(e.details);
     throw new BerthError(isKnownCode(e.code) ? e.code : 'BERTH_ERR_INTERNAL', message, details === undefined ? {} : { details });
   }

@@ -12,6 +12,8 @@ export const ExitCode = {
   NODE_UNREACHABLE: 4,
   /** The named service or instance does not exist. */
   NOT_FOUND: 5,
+  /** The node refused the call: no token or an unknown one (401), or a role too low (403). */
+  NOT_AUTHORIZED: 6,
 } as const;
 
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

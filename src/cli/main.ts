@@ -6,8 +6,11 @@ import { status } from './commands/status.js';
 import { validate } from './commands/validate.js';
 import { reload } from './commands/reload.js';
 import { plan } from './commands/plan.js';
+import { tokenCreate, tokenList, tokenRevoke } from './commands/token.js';
+import { ROLES, type Role } from '../admin/tokens.js';
 
 const DEFAULT_MANIFEST = 'berth.yaml';
+const TOKEN_HELP = 'bearer token for the admin API (default: $BERTH_TOKEN, else the admin-token file in the node\'s data dir)';
 
 /** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -34,9 +37,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       .description(name === 'ps' ? 'same as status' : 'table of groups, services and instances of the running node')
       .option('-f, --file <file>', 'manifest whose node to ask (finds its admin address)', DEFAULT_MANIFEST)
       .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+      .option('--token <token>', TOKEN_HELP)
       .option('--all', 'include stopped instances (history)')
       .option('--json', 'print JSON for scripts')
-      .action(async (opts: { file: string; admin?: string; all?: boolean; json?: boolean }) => {
+      .action(async (opts: { file: string; admin?: string; token?: string; all?: boolean; json?: boolean }) => {
         exitCode = await status(opts, process.stdout);
       });
   }
@@ -46,8 +50,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     .description('make the running node re-read its manifest and apply it without a restart (changed versions are replaced one instance at a time)')
     .option('-f, --file <file>', 'manifest whose node to reload (finds its admin address); the node re-reads the file it runs', DEFAULT_MANIFEST)
     .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+      .option('--token <token>', TOKEN_HELP)
     .option('--json', 'print JSON for scripts')
-    .action(async (opts: { file: string; admin?: string; json?: boolean }) => {
+    .action(async (opts: { file: string; admin?: string; token?: string; json?: boolean }) => {
       exitCode = await reload(opts, process.stdout, process.stderr);
     });
 
@@ -56,10 +61,37 @@ export async function main(argv: readonly string[]): Promise<number> {
     .description('print what `berth reload` would change on the running node; applies nothing')
     .option('-f, --file <file>', 'manifest whose node to ask (finds its admin address); the node reads the file it runs', DEFAULT_MANIFEST)
     .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+      .option('--token <token>', TOKEN_HELP)
     .option('--json', 'print JSON for scripts')
-    .action(async (opts: { file: string; admin?: string; json?: boolean }) => {
+    .action(async (opts: { file: string; admin?: string; token?: string; json?: boolean }) => {
       exitCode = await plan(opts, process.stdout, process.stderr);
     });
+
+  const token = program.command('token').description('manage the bearer tokens of the running node\'s admin API (admin role)');
+  const nodeOptions = (command: Command): Command =>
+    command
+      .option('-f, --file <file>', 'manifest whose node to ask (finds its admin address and token)', DEFAULT_MANIFEST)
+      .option('--admin <url>', 'admin API of the node (default: $BERTH_ADMIN, else from the manifest)')
+      .option('--token <token>', TOKEN_HELP)
+      .option('--json', 'print JSON for scripts');
+  type NodeOpts = { file: string; admin?: string; token?: string; json?: boolean };
+  nodeOptions(
+    token
+      .command('create')
+      .description('create a token; its secret is printed once, alone on stdout')
+      .requiredOption('--name <name>', 'who or what holds it: 1-64 letters, digits, ".", "_", "-"')
+      .addOption(new Option('--role <role>', 'what it may do').choices([...ROLES]).makeOptionMandatory()),
+  ).action(async (opts: NodeOpts & { name: string; role: Role }) => {
+    exitCode = await tokenCreate(opts, process.stdout, process.stderr);
+  });
+  nodeOptions(token.command('list').description('table of the tokens: id, name, role, created, last used (never a secret)')).action(async (opts: NodeOpts) => {
+    exitCode = await tokenList(opts, process.stdout);
+  });
+  nodeOptions(token.command('revoke').description('revoke a token: refused from now on').argument('<id>', 'the token\'s id (berth token list)')).action(
+    async (id: string, opts: NodeOpts) => {
+      exitCode = await tokenRevoke({ ...opts, id }, process.stdout, process.stderr);
+    },
+  );
 
   program
     .command('validate')
@@ -80,7 +112,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (isBerthError(err)) {
       process.stderr.write(`berth: ${err.message}\n`);
-      return err.code === 'BERTH_ERR_NODE_UNREACHABLE' ? ExitCode.NODE_UNREACHABLE : ExitCode.FAILURE;
+      if (err.code === 'BERTH_ERR_NODE_UNREACHABLE') return ExitCode.NODE_UNREACHABLE;
+      if (err.code === 'BERTH_ERR_UNAUTHORIZED' || err.code === 'BERTH_ERR_FORBIDDEN') return ExitCode.NOT_AUTHORIZED;
+      return ExitCode.FAILURE;
     }
     throw err;
   }

@@ -9,6 +9,7 @@ import type { BalancerSpec, ListenSpec, NodeSpec, ServiceSpec } from '../manifes
 import type { Logger } from '../telemetry/logger.js';
 import type { Drainer } from '../supervisor/instance.js';
 import { answer, Exchange, type ExchangeDeps, type RequestContext } from './exchange.js';
+import { framingProblem, normalizeTarget } from '../security/request-target.js';
 import { requestedTimeoutOf, requestIdOf } from './headers.js';
 import type { GatewayObserver } from './observer.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
@@ -192,6 +193,26 @@ export class Gateway implements Drainer {
     return listener;
   }
 
+  /**
+   * Hygiene before routing: the canonical request target, or undefined when the
+   * request was refused (answered, logged and counted here).
+   */
+  #checkRequest(req: IncomingMessage, res: ServerResponse): string | undefined {
+    const target = normalizeTarget(req.url ?? '/');
+    const framing = framingProblem(req);
+    if (target.ok && framing === null) return target.url;
+    const code: ErrorCode = framing ? (framing.status === 501 ? 'BERTH_ERR_TRANSFER_CODING' : framing.status === 431 ? 'BERTH_ERR_TOO_MANY_HEADERS' : 'BERTH_ERR_BAD_FRAMING') : 'BERTH_ERR_BAD_PATH';
+    const message = framing ? framing.reason : (target as { reason: string }).reason;
+    const requestId = requestIdOf(req);
+    // Badly framed: what follows on the connection cannot be trusted to be the next request.
+    if (framing) res.shouldKeepAlive = false;
+    answer(res, code, message, requestId);
+    const url = req.url ?? '';
+    const ctx: RequestContext = { started: performance.now(), requestId, method: req.method ?? '', path: url.slice(0, 200), clientIp: req.socket.remoteAddress ?? '', bytesIn: 0, deadline: 0, hashKey: undefined };
+    this.#unrouted(ctx, { ok: false, code, message }, ErrorCodes[code].status, code);
+    return undefined;
+  }
+
   #runtimeOf(key: string, spec: ServiceSpec): ServiceRuntime {
     let runtime = this.#runtimes.get(key);
     if (runtime) {
@@ -213,9 +234,11 @@ export class Gateway implements Drainer {
 
   #handle(req: IncomingMessage, res: ServerResponse, listener: Listener): void {
     this.#deps.observer.requestStarted();
-    const url = req.url ?? '/';
-    const match = matchRoute(this.#table, { url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
     const started = performance.now();
+    const checked = this.#checkRequest(req, res);
+    if (checked === undefined) return;
+    const url = checked;
+    const match = matchRoute(this.#table, { url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
     const q = url.indexOf('?');
     // Taken now: once the response is sent, Node may detach the socket from the request.
     const ctx: RequestContext = {
@@ -244,7 +267,13 @@ export class Gateway implements Drainer {
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer, listener: Listener): void {
     const requestId = requestIdOf(req);
-    const match = matchRoute(this.#table, { url: req.url ?? '/', host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
+    const checked = normalizeTarget(req.url ?? '/');
+    if (!checked.ok) {
+      const body = JSON.stringify({ code: 'BERTH_ERR_BAD_PATH', message: checked.reason, requestId });
+      socket.end(`HTTP/1.1 400 BERTH_ERR_BAD_PATH\r\ncontent-type: application/json\r\nx-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    const match = matchRoute(this.#table, { url: checked.url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
     const target = match.ok ? match.version.balancer.pick({ now: performance.now() }) : undefined;
     if (!match.ok || !target) {
       const code: ErrorCode = match.ok ? 'BERTH_ERR_NO_INSTANCE' : match.code;

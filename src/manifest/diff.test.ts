@@ -189,6 +189,11 @@ describe('planChanges', () => {
     assert.match(formatPlan(plan), /^! dataDir \.berth → \/var\/berth {2}\(needs a restart\)$/m);
     assert.ok(!isEmptyPlan(plan));
   });
+
+  it('needs-a-restart-for-a-changed-log-redact-list-the-logger-is-built-once', () => {
+    const plan = planChanges(base, edited(['node: shop-1', 'node: shop-1\nlog: { redact: [ssn] }']));
+    assert.deepEqual(plan.restartRequired, [{ field: 'logRedact', from: '[]', to: '["ssn"]' }]);
+  });
 });
 
 describe('changedInstanceFields', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { listenersClash, parseListen } from './listen.js';
+import { isLoopbackHost, listenersClash, parseListen } from './listen.js';
 
 describe('parseListen', () => {
   it('reads-host-port-ipv6-and-bare-ports', () => {
@@ -23,5 +23,10 @@ describe('parseListen', () => {
     assert.ok(listenersClash({ host: '0.0.0.0', port: 80 }, { host: '127.0.0.1', port: 80 }));
     assert.ok(!listenersClash({ host: '127.0.0.1', port: 80 }, { host: '127.0.0.2', port: 80 }));
     assert.ok(!listenersClash({ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0 }));
+  });
+
+  it('tells-loopback-hosts-from-the-rest', () => {
+    for (const host of ['127.0.0.1', '127.3.4.5', '::1', 'localhost', 'LocalHost', '::ffff:127.0.0.1']) assert.ok(isLoopbackHost(host), host);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.2', 'example.com', '128.0.0.1', 'localhost.example.com']) assert.ok(!isLoopbackHost(host), host);
   });
 });

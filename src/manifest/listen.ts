@@ -53,3 +53,16 @@ export function listenersClash(a: ListenSpec, b: ListenSpec): boolean {
 export function formatListen(spec: ListenSpec): string {
   return spec.host.includes(':') ? `[${spec.host}]:${spec.port}` : `${spec.host}:${spec.port}`;
 }
+
+/**
+ * Whether a listener on `host` is reachable from this machine only: the
+ * loopback addresses (127.0.0.0/8, ::1) and `localhost`. A wildcard
+ * (`0.0.0.0`, `::`) or any other name or address is not.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost' || h === '::1') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  // IPv4-mapped loopback, as some tools spell it.
+  return /^::ffff:127\./.test(h);
+}

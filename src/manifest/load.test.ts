@@ -166,6 +166,17 @@ describe('parseManifest: defaults', () => {
     assert.equal(spec.logLevel, 'debug');
   });
 
+  it('reads-log-redact-names-and-paths-and-refuses-malformed-ones', () => {
+    assert.deepEqual(parseManifest(minimal('command: ./web'), FILE).logRedact, []);
+    const spec = parseManifest(minimal('command: ./web', 'log:\n  redact:\n    - ssn\n    - x-session\n    - body.card.number\n    - headers["x-custom"]\n    - items[0].pin\n    - ssn\n'), FILE);
+    assert.deepEqual(spec.logRedact, ['ssn', 'x-session', 'body.card.number', 'headers["x-custom"]', 'items[0].pin']);
+    const details = problemsOf(minimal('command: ./web', 'log:\n  redact: ["*.ssn", "a..b", 3]\n'));
+    assert.deepEqual(details.map((d) => at(d)[1]), ['log.redact[0]', 'log.redact[1]', 'log.redact[2]']);
+    assert.match(details[0]?.message ?? '', /may not start with "\*"/);
+    assert.match(details[1]?.message ?? '', /expected a field name such as apiKey, or a path/);
+    assert.match(problemsOf(minimal('command: ./web', 'log: { redact: ssn }\n'))[0]?.message ?? '', /expected a list of field names or paths/);
+  });
+
   it('sorts-versions-by-semver-and-defaults-stable-to-the-highest-release', () => {
     const spec = parseManifest(minimal('command: ./web\nversions:\n  "3.0.0-beta.1": {}\n  "1.10.0": {}\n  "1.2.0":\n  "1.9.0": {}'), FILE);
     const service = spec.groups[0]?.services[0];
@@ -430,6 +441,18 @@ groups:
     assert.match(details[0]?.message ?? '', /same address as the gateway/);
     assert.doesNotThrow(() => parseManifest(minimal('command: x', 'gateway: { listen: 127.0.0.1:0 }\nadmin: { listen: 127.0.0.1:0 }\n'), FILE));
     assert.match(problemsOf(minimal('command: x', 'gateway: { listen: "localhost" }\n'))[0]?.message ?? '', /expected a listen address/);
+  });
+
+  it('refuses-an-admin-api-beyond-loopback-unless-allow-remote-says-so', () => {
+    const details = problemsOf(minimal('command: x', 'admin:\n  listen: 0.0.0.0:9091\n'));
+    assert.deepEqual(at(details[0]), [2, 'admin.listen']);
+    assert.match(details[0]?.message ?? '', /0\.0\.0\.0:9091, which other machines can reach.*admin\.allowRemote: true/);
+    assert.equal(problemsOf(minimal('command: x', 'admin: { listen: "10.1.2.3:9091", allowRemote: false }\n')).length, 1);
+    assert.doesNotThrow(() => parseManifest(minimal('command: x', 'admin: { listen: 0.0.0.0:9091, allowRemote: true }\n'), FILE));
+    for (const listen of ['127.0.0.1:9091', '"[::1]:9091"', 'localhost:9091', '9091', '127.0.0.2:9091']) {
+      assert.doesNotThrow(() => parseManifest(minimal('command: x', `admin: { listen: ${listen} }\n`), FILE), listen);
+    }
+    assert.match(problemsOf(minimal('command: x', 'admin: { allowRemote: yes }\n'))[0]?.message ?? '', /true or false/);
   });
 
   it('refuses-a-timeout-longer-than-the-interval', () => {

@@ -25,6 +25,7 @@ export function normalize(input: ManifestInput, file: string): NodeSpec {
     dataDir: resolve(dir, input.dataDir ?? '.berth'),
     instanceHost: input.instanceHost ?? '127.0.0.1',
     logLevel: input.log?.level ?? 'info',
+    logRedact: [...new Set(input.log?.redact ?? [])],
     groups: Object.entries(input.groups).map(([name, group]) => toGroup(name, group, dir)),
   };
 }

@@ -7,7 +7,7 @@
 import { formatDuration, parseDuration } from '../duration.js';
 import { CommandLineError, parseCommandLine } from './command-line.js';
 import { describeValue, isPlainMap, type ManifestIssue, type ManifestPath } from './issues.js';
-import { formatListen, listenersClash, parseListen } from './listen.js';
+import { formatListen, isLoopbackHost, listenersClash, parseListen } from './listen.js';
 import { NAME } from './schema.js';
 import { compareSemver, isSemver } from './semver.js';
 import type { ListenSpec } from './types.js';
@@ -32,6 +32,11 @@ export function checkRules(data: Record<string, unknown>): ManifestIssue[] {
   const admin = listenerOf(data, 'admin', DEFAULT_ADMIN);
   if (gateway !== undefined && admin !== undefined && listenersClash(gateway, admin)) {
     report(['admin', 'listen'], `admin listens on ${formatListen(admin)}, the same address as the gateway (${formatListen(gateway)}); give them different ports`);
+  }
+  // The admin API reaches beyond this machine only when the manifest says so in as many words.
+  const adminMap = data.admin;
+  if (admin !== undefined && !isLoopbackHost(admin.host) && !(isPlainMap(adminMap) && adminMap.allowRemote === true)) {
+    report(['admin', 'listen'], `admin listens on ${formatListen(admin)}, which other machines can reach; listen on a loopback address (127.0.0.1, ::1), or set admin.allowRemote: true to mean it`);
   }
 
   const groups = data.groups;

@@ -375,16 +375,37 @@ const listen = z.union([z.string(), z.number()], expected(LISTEN_EXPECTED)).tran
   return spec;
 });
 
+const REDACT_EXPECTED = 'a field name such as apiKey, or a path such as body.card.number or headers["x-session"]';
+/** A pino redact path: a name, then `.name`, `.*`, `["quoted name"]`, `[0]` or `[*]` segments. */
+export const REDACT_PATH = /^[A-Za-z_$][\w$-]*(?:\.(?:[A-Za-z_$][\w$-]*|\*)|\[(?:"[^"\]]+"|'[^'\]]+'|\d+|\*)\])*$/;
+const redactPath = z.string(expected(REDACT_EXPECTED)).superRefine((path, ctx) => {
+  if (path.startsWith('*')) {
+    // pino would send every field of every line through its redactor: ~15× the cost of a line.
+    ctx.addIssue({ code: 'custom', input: path, message: `a path may not start with "*" (it would slow every log line); name the field: a bare name is looked for at the top level and in headers, err, req, res and the other objects Berth logs` });
+  } else if (!REDACT_PATH.test(path)) {
+    ctx.addIssue({ code: 'custom', input: path, message: `expected ${REDACT_EXPECTED}` });
+  }
+});
+
 const NODE_EXPECTED = 'a node name of letters, digits, ".", "_" and "-" (at most 253 characters)';
 
 export const manifestSchema = z.preprocess(withoutExtensions, strict(
   {
     node: z.string(expected(NODE_EXPECTED)).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, expected(NODE_EXPECTED)).optional(),
     gateway: strict({ listen: listen.optional() }, 'a map with listen').optional(),
-    admin: strict({ listen: listen.optional() }, 'a map with listen').optional(),
+    admin: strict(
+      { listen: listen.optional(), allowRemote: z.boolean(expected('true or false')).optional() },
+      'a map with listen and allowRemote',
+    ).optional(),
     dataDir: nonEmpty('a folder path (relative to the manifest folder)').optional(),
     instanceHost: z.string(expected('a host name or IP address')).refine(isHost, expected('a host name or IP address')).optional(),
-    log: strict({ level: z.enum(LOG_LEVELS, expected(`one of ${LOG_LEVELS.join(' | ')}`)).optional() }, 'a map with level').optional(),
+    log: strict(
+      {
+        level: z.enum(LOG_LEVELS, expected(`one of ${LOG_LEVELS.join(' | ')}`)).optional(),
+        redact: z.array(redactPath, expected('a list of field names or paths to redact')).optional(),
+      },
+      'a map with level and redact',
+    ).optional(),
     groups: z
       .record(nameKey, group, expected('a map of group names to groups'))
       .refine((r) => Object.keys(r).length > 0, nonEmptyMap('group')),

@@ -166,6 +166,8 @@ export interface NodeSpec {
   /** Address instances listen on and are reached at. */
   instanceHost: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** Field names or pino paths redacted from every log line, besides Berth's own list (docs/security.md). */
+  logRedact: string[];
   groups: GroupSpec[];
 }
 

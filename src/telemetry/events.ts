@@ -24,6 +24,8 @@ export const Events = {
   instanceSpawnFailed: 'instance.spawn-failed',
   instanceOutput: 'instance.output',
   adminListening: 'admin.listening',
+  adminAudit: 'admin.audit',
+  adminTokenCreated: 'admin.token-created',
   breakerOpened: 'breaker.opened',
   breakerHalfOpen: 'breaker.half-open',
   breakerClosed: 'breaker.closed',

@@ -1,5 +1,6 @@
 import { pino, type Logger, type DestinationStream } from 'pino';
 import pretty from 'pino-pretty';
+import { CENSOR, createScrubber, redactPaths, scrubbingSerializers } from './redact.js';
 
 export type { Logger };
 export type LogFormat = 'json' | 'pretty';
@@ -9,6 +10,8 @@ export interface LoggerOptions {
   level: string;
   /** Where lines go; default stdout. */
   destination?: DestinationStream;
+  /** Field names or pino paths to redact besides Berth's own list (the manifest's `log.redact`). */
+  redact?: readonly string[];
 }
 
 /** Fields every line may carry; the pretty format shows them as a prefix, not as key=value. */
@@ -19,13 +22,21 @@ const CONTEXT_FIELDS = new Set(['time', 'level', 'msg', 'node', 'group', 'servic
  * `event`, plus the concept fields `node`, `group`, `service`, `version`,
  * `instance`); pretty-printed in-process (no worker thread) when a person is
  * watching: one line per event, instance output prefixed with its instance id.
+ *
+ * Secrets never reach a line as written (redact.ts): secret-named fields
+ * are censored as `[redacted]` at the top of a line and in the objects lines
+ * carry, and the message, the free-text fields and errors are scrubbed of
+ * the secrets they quote.
  */
 export function createLogger(options: LoggerOptions): Logger {
+  const extra = options.redact ?? [];
   const base = {
     level: options.level,
     base: undefined,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
+    redact: { paths: redactPaths(extra), censor: CENSOR },
+    serializers: scrubbingSerializers(createScrubber(extra)),
   };
   if (options.format === 'pretty') {
     const stream = pretty({

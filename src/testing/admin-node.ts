@@ -10,6 +10,7 @@ import type { Clock } from '../clock.js';
 import { parseManifest } from '../manifest/load.js';
 import { Registrations } from '../registry/registrations.js';
 import { FakeClock } from './fake-clock.js';
+import { testSecurity } from './admin-security.js';
 
 /** A real admin API on port 0 over a real catalog (embedded store in a temp dir): what discovery and its watch run against in tests. */
 export interface AdminNode {
@@ -35,6 +36,7 @@ export async function startAdminNode(manifest: string, options: { clock?: Clock 
   const regs = new Registrations({ catalog, clock: new FakeClock(), logger, nodeName: 'node-a' });
   regs.start();
   const spec = parseManifest(manifest, join(dir, 'berth.yaml'));
+  const security = await testSecurity(store, dir, { logger });
   let waiting = 0;
   let watchers: { count: number; resolve: () => void }[] = [];
   const app = buildAdminApi({
@@ -45,6 +47,7 @@ export async function startAdminNode(manifest: string, options: { clock?: Clock 
     node: () => undefined,
     ready: () => true,
     registrations: regs,
+    security: security.security,
     discovery: {
       ...(options.clock ? { clock: options.clock } : {}),
       onWaiters: (count) => {
@@ -73,6 +76,7 @@ export async function startAdminNode(manifest: string, options: { clock?: Clock 
     close: async () => {
       await (appClosed ??= app.close());
       await regs.close();
+      await security.close();
       await catalog.close();
       await store.close();
       await rm(dir, { recursive: true, force: true });

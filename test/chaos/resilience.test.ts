@@ -144,7 +144,7 @@ describe('resilience with default policies', () => {
     const mine = detail.state.instances.find((i) => i.id === victim!.id);
     assert.equal(mine?.ejected, true, JSON.stringify(detail.state));
     assert.ok((mine?.breaker?.timesOpened ?? 0) >= 1, JSON.stringify(mine));
-    const metrics = await (await request(`${node.admin}/metrics`)).body.text();
+    const metrics = await (await request(`${node.admin}/metrics`, { headers: node.auth() })).body.text();
     assert.match(metrics, /berth_outlier_ejections_total\{group="core",service="failing",version="0\.0\.0",reason="consecutive-errors"\} [1-9]/);
     assert.match(metrics, new RegExp(`berth_circuit_breaker_opened_total\\{group="core",service="failing",version="0\\.0\\.0",instance="${victim!.id}"\\} [1-9]`));
     assert.match(metrics, /berth_outlier_ejected_instances\{group="core",service="failing",version="0\.0\.0"\} 1/);

@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { request } from 'undici';
 import { createClient, type BerthClient, type DiscoveredInstance } from '../../src/client/index.js';
 import { BerthProcess, makeProject, testManifest } from '../support/node-process.js';
 
@@ -35,9 +34,7 @@ describe('berth/client on a real node', () => {
   }
 
   async function admin(method: 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<number> {
-    const res = await request(`${node.admin}${path}`, { method, ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }) });
-    await res.body.text();
-    return res.statusCode;
+    return (await node.call(method, path, body)).status;
   }
 
   before(async () => {

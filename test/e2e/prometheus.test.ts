@@ -54,7 +54,8 @@ class PrometheusServer {
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
-  static async start(target: string): Promise<PrometheusServer> {
+  /** Scrapes `target` sending `token` as a bearer token, as an operator's Prometheus does (`authorization` in the scrape config). */
+  static async start(target: string, token: string): Promise<PrometheusServer> {
     const dir = await mkdtemp(join(tmpdir(), 'berth-prometheus-'));
     // honor_labels: Berth's `instance` label (the instance id) is kept rather than renamed `exported_instance` (docs/metrics.md).
     await writeFile(
@@ -67,6 +68,8 @@ class PrometheusServer {
         'scrape_configs:',
         '  - job_name: berth',
         '    honor_labels: true',
+        '    authorization:',
+        `      credentials: '${token}'`,
         '    static_configs:',
         `      - targets: ['${target}']`,
         '',
@@ -157,7 +160,10 @@ describe('Prometheus scraping a real node', { skip: existsSync(PROMETHEUS) ? fal
     node = await BerthProcess.start(project.file);
     const all = await node.waitForInstances((xs) => xs.filter((r) => r.service === 'web' && r.status === 'passing').length === 2);
     web = all.filter((r) => r.service === 'web');
-    prometheus = await PrometheusServer.start(new URL(node.admin).host);
+    // Prometheus gets a token of its own, of the least role that reads /metrics.
+    const created = await node.call('POST', '/v1/tokens', { name: 'prometheus', role: 'viewer' });
+    assert.equal(created.status, 201);
+    prometheus = await PrometheusServer.start(new URL(node.admin).host, (created.body as { token: string }).token);
     await prometheus.waitFor('up{job="berth"} == 1', (r) => r.length === 1);
   });
 
@@ -205,7 +211,7 @@ describe('Prometheus scraping a real node', { skip: existsSync(PROMETHEUS) ? fal
   });
 
   it("serves /metrics that promtool finds no fault with, beyond prom-client's own process metrics", { skip: existsSync(PROMTOOL) ? false : `${PROMTOOL} is missing` }, async () => {
-    const res = await request(`${node!.admin}/metrics`);
+    const res = await request(`${node!.admin}/metrics`, { headers: node!.auth() });
     const text = await res.body.text();
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');

@@ -26,12 +26,8 @@ interface Discovered {
 }
 
 async function send(node: BerthProcess, method: 'POST' | 'PUT' | 'DELETE' | 'GET', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
-  const res = await request(`${node.admin}${path}`, {
-    method,
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text === '' ? undefined : (JSON.parse(text) as unknown) };
+  const { status, body: answer } = await node.call(method, path, body);
+  return { status, body: answer };
 }
 
 async function discover(node: BerthProcess, service: string, query = ''): Promise<Discovered[]> {

@@ -1,3 +1,4 @@
+import { AssertionError } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile, cp } from 'node:fs/promises';
@@ -5,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { readTokenFile } from '../../src/admin/tokens.js';
 import type { InstanceRecord } from '../../src/catalog/types.js';
 import { splitLines } from '../../src/supervisor/line-splitter.js';
 
@@ -46,16 +48,29 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Node
 export class BerthProcess {
   readonly child: ChildProcess;
   readonly logs: LogLine[] = [];
+  /** stdout as written, one entry a line: what an operator's log collector receives. */
+  readonly stdout: string[] = [];
   readonly stderr: string[] = [];
   admin = '';
+  /** The node's data dir, from its `node.starting` line. */
+  dataDir = '';
+  /**
+   * The admin token the node wrote to `<dataDir>/admin-token` on its first
+   * start: what the CLI on this machine uses, and what `api()` and `call()` send.
+   */
+  token = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when stdout and stderr are closed too: after the exit, the last lines may still be in the pipes. */
+  readonly #closed: Promise<void>;
   #waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
   constructor(file: string, extraArgs: string[] = []) {
     // Run as users do: the executable itself, so its shebang's runtime flags apply.
     this.child = spawn(BERTH_BIN, ['up', '-f', file, '--log-format', 'json', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.#closed = new Promise((resolve) => this.child.once('close', () => resolve()));
     splitLines(this.child.stdout!, (line) => {
+      this.stdout.push(line);
       let parsed: LogLine;
       try {
         parsed = JSON.parse(line) as LogLine;
@@ -77,6 +92,8 @@ export class BerthProcess {
     try {
       const ready = await node.waitForLog((l) => l.event === 'node.ready', 30_000);
       node.admin = String(ready.admin);
+      node.dataDir = String((await node.waitForLog((l) => l.event === 'node.starting')).dataDir);
+      node.token = (await readTokenFile(node.dataDir)) ?? '';
       return node;
     } catch (err) {
       // Nobody else holds this process: do not leave it (and its instances) behind.
@@ -92,19 +109,23 @@ export class BerthProcess {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w.resolve !== done);
+        this.child.off('exit', onExit);
         reject(new Error(`no matching log line within ${timeoutMs}ms; last lines:\n${this.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${this.stderr.join('\n')}`));
       }, timeoutMs);
       const done = (l: LogLine): void => {
         clearTimeout(timer);
+        // A test that waits for many lines must not pile up exit listeners.
+        this.child.off('exit', onExit);
         resolve(l);
       };
-      this.#waiters.push({ pred, resolve: done });
-      this.child.once('exit', () => {
+      const onExit = (): void => {
         if (this.#waiters.some((w) => w.resolve === done)) {
           clearTimeout(timer);
           reject(new Error(`berth exited before the expected log line; stderr: ${this.stderr.join('\n')}`));
         }
-      });
+      };
+      this.#waiters.push({ pred, resolve: done });
+      this.child.once('exit', onExit);
     });
   }
 
@@ -114,11 +135,39 @@ export class BerthProcess {
     return this.waitForLog((l) => this.logs.indexOf(l) >= from && pred(l), timeoutMs);
   }
 
+  /**
+   * Rejects if any of `texts` appears anywhere in what this node wrote to
+   * stdout and stderr, raw. Once the node has exited it first waits for the
+   * pipes to close, so after `stop()` that is every line it ever wrote. Give
+   * it letters and digits: a character JSON escapes would hide a match.
+   */
+  async assertNeverLogged(...texts: string[]): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) await this.#closed;
+    for (const line of [this.stdout, this.stderr].flat()) {
+      const found = texts.find((text) => line.includes(text));
+      if (found !== undefined) throw new AssertionError({ message: `${JSON.stringify(found)} appeared in the node's output:\n${line}` });
+    }
+  }
+
+  /** `authorization: Bearer` with the node's admin token (none when `token` is null). */
+  auth(token: string | null = this.token): Record<string, string> {
+    return token === null || token === '' ? {} : { authorization: `Bearer ${token}` };
+  }
+
+  /** GET `path` of the admin API with the node's admin token; throws on an error status. */
   async api<T>(path: string): Promise<T> {
-    const res = await request(`${this.admin}${path}`);
+    const res = await request(`${this.admin}${path}`, { headers: this.auth() });
     const body = await res.body.json();
     if (res.statusCode >= 400) throw new Error(`${path}: ${res.statusCode} ${JSON.stringify(body)}`);
     return body as T;
+  }
+
+  /** Any call to the admin API: with the node's admin token unless `token` says another (null: none). */
+  async call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, token: string | null = this.token): Promise<{ status: number; body: unknown; headers: Record<string, string | string[] | undefined> }> {
+    const headers = body === undefined ? this.auth(token) : { ...this.auth(token), 'content-type': 'application/json' };
+    const res = await request(`${this.admin}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: text === '' ? undefined : (JSON.parse(text) as unknown), headers: res.headers };
   }
 
   instances(service?: string): Promise<InstanceRecord[]> {

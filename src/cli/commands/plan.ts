@@ -1,12 +1,12 @@
 import type { Plan } from '../../manifest/diff.js';
-import { AdminClient } from '../admin-client.js';
 import { ExitCode } from '../exit-codes.js';
 import { refusalNote, reportReloadError } from './reload.js';
-import { adminUrl } from '../node-address.js';
+import { connect } from '../node-address.js';
 
 export interface PlanOptions {
   file: string;
   admin?: string;
+  token?: string;
   json?: boolean;
 }
 
@@ -16,7 +16,7 @@ export interface PlanOptions {
  * or MANIFEST_INVALID with every problem when the manifest is invalid.
  */
 export async function plan(options: PlanOptions, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<ExitCode> {
-  const client = new AdminClient(await adminUrl(options));
+  const client = await connect(options);
   try {
     const { changes, text } = await client.get<{ changes: Plan; text: string }>('/v1/plan');
     if (options.json) {

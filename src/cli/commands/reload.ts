@@ -2,13 +2,13 @@ import { isBerthError } from '../../errors.js';
 import { formatPlan, type Plan } from '../../manifest/diff.js';
 import { formatManifestError } from '../../manifest/load.js';
 import type { ReloadOutcome } from '../../node.js';
-import { AdminClient } from '../admin-client.js';
 import { ExitCode } from '../exit-codes.js';
-import { adminUrl } from '../node-address.js';
+import { connect } from '../node-address.js';
 
 export interface ReloadOptions {
   file: string;
   admin?: string;
+  token?: string;
   json?: boolean;
 }
 
@@ -28,7 +28,7 @@ const DOT_EVERY_MS = 1000;
  * changed); FAILURE when the reload was refused or a rollout failed.
  */
 export async function reload(options: ReloadOptions, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<ExitCode> {
-  const client = new AdminClient(await adminUrl(options), { timeoutMs: RELOAD_TIMEOUT_MS });
+  const client = await connect(options, { timeoutMs: RELOAD_TIMEOUT_MS });
   const progress = options.json ? undefined : dots(err, 'reloading');
   try {
     const { plan, result } = await client.post<ReloadOutcome>('/v1/reload');

@@ -1,19 +1,19 @@
 import type { InstanceRecord } from '../../catalog/types.js';
-import { AdminClient } from '../admin-client.js';
-import { adminUrl } from '../node-address.js';
+import { connect } from '../node-address.js';
 import { ExitCode } from '../exit-codes.js';
 import { renderStatus } from '../render.js';
 
 export interface StatusOptions {
   file: string;
   admin?: string;
+  token?: string;
   all?: boolean;
   json?: boolean;
 }
 
 /** `berth status` / `berth ps`: the running node's instances as a table or JSON. */
 export async function status(options: StatusOptions, out: NodeJS.WritableStream): Promise<ExitCode> {
-  const client = new AdminClient(await adminUrl(options));
+  const client = await connect(options);
   try {
     const records = await client.get<InstanceRecord[]>('/v1/instances');
     const shown = options.all ? records : records.filter((r) => r.status !== 'stopped');

@@ -27,6 +27,7 @@ export async function up(options: UpOptions): Promise<ExitCode> {
   const logger = createLogger({
     format: options.logFormat ?? (process.stdout.isTTY ? 'pretty' : 'json'),
     level: options.logLevel ?? spec.logLevel,
+    redact: spec.logRedact,
   });
   const node = new BerthNode(spec, { logger });
 
