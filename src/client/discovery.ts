@@ -3,20 +3,10 @@ import { DEFAULT_WAIT_MS, INDEX_HEADER, STABLE_HEADER } from '../admin/discovery
 import { delay, type Clock } from '../clock.js';
 import { BerthError, isBerthError } from '../errors.js';
 
-/** A passing instance, as `GET /v1/discovery/{service}` answers it (docs/admin-api.md). */
-export interface DiscoveredInstance {
-  id: string;
-  group: string;
-  service: string;
-  version: string;
-  address: string;
-  port: number;
-  /** Share of its version's traffic (0 takes none). */
-  weight: number;
-  node: string;
-  source: 'supervised' | 'external';
-  tags: string[];
-}
+// A passing instance, as `GET /v1/discovery/{service}` answers it (docs/admin-api.md): the API's own
+// type, imported as a type only, so the client does not load the admin server.
+import type { DiscoveredInstance } from '../admin/api.js';
+export type { DiscoveredInstance };
 
 /** What the client knows of a service. Replaced, never changed, when it changes. */
 export interface ServiceView {
