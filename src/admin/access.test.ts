@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { pino } from 'pino';
 import { request } from 'undici';
-import { Catalog } from '../catalog/catalog.js';
-import { EmbeddedStore } from '../catalog/stores/embedded.js';
 import { planChanges } from '../manifest/diff.js';
-import { parseManifest } from '../manifest/load.js';
-import { Registrations } from '../registry/registrations.js';
-import { FakeClock } from '../testing/fake-clock.js';
-import { testSecurity, type TestSecurity } from '../testing/admin-security.js';
+import type { TestSecurity } from '../testing/admin-security.js';
+import { openAdminFixture, type AdminFixture } from '../testing/admin-node.js';
 import { accessFor, bearerToken, MUTATING_METHODS, ROUTE_ACCESS } from './access.js';
 import { buildAdminApi } from './api.js';
 import { AUDIT_FILE, type AuditEntry } from './audit.js';
@@ -31,10 +25,8 @@ function sample(key: string): { method: string; path: string; body?: unknown } {
 }
 
 describe('admin API access control', () => {
+  let fixture: AdminFixture;
   let dir: string;
-  let store: EmbeddedStore;
-  let catalog: Catalog;
-  let regs: Registrations;
   let security: TestSecurity;
   let app: FastifyInstance;
   let url: string;
@@ -42,22 +34,11 @@ describe('admin API access control', () => {
   let reloads = 0;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'berth-access-'));
-    store = await EmbeddedStore.open({ dir });
-    catalog = await Catalog.open(store);
-    const logger = pino({ level: 'silent' });
-    regs = new Registrations({ catalog, clock: new FakeClock(), logger, nodeName: 'node-a' });
-    regs.start();
-    security = await testSecurity(store, dir);
-    const spec = parseManifest(MANIFEST, join(dir, 'berth.yaml'));
+    fixture = await openAdminFixture(MANIFEST, 'berth-access-');
+    ({ dir, security } = fixture);
+    const spec = fixture.spec;
     app = buildAdminApi({
-      listen: { host: '127.0.0.1', port: 0 },
-      catalog,
-      logger,
-      spec: () => spec,
-      node: () => undefined,
-      ready: () => true,
-      registrations: regs,
+      ...fixture.deps,
       // Every optional route is on, so that the table is checked against all of them.
       metrics: { contentType: 'text/plain', text: () => Promise.resolve('# none\n') },
       reload: {
@@ -74,18 +55,12 @@ describe('admin API access control', () => {
     });
     // A route someone adds without deciding who may call it.
     app.get('/v1/forgotten', () => ({ secret: 'nobody should see this' }));
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const address = app.server.address();
-    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+    url = await fixture.listen(app);
   });
 
   after(async () => {
     await app.close();
-    await regs.close();
-    await security.close();
-    await catalog.close();
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
+    await fixture.close();
   });
 
   async function call(method: string, path: string, options: { token?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Record<string, unknown>; headers: Record<string, unknown> }> {

@@ -1,17 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { pino } from 'pino';
 import { request } from 'undici';
-import { Catalog } from '../catalog/catalog.js';
-import { EmbeddedStore } from '../catalog/stores/embedded.js';
+import type { Catalog } from '../catalog/catalog.js';
 import type { InstanceRecord } from '../catalog/types.js';
-import { parseManifest } from '../manifest/load.js';
-import { Registrations } from '../registry/registrations.js';
-import { FakeClock } from '../testing/fake-clock.js';
-import { testSecurity } from '../testing/admin-security.js';
+import type { Registrations } from '../registry/registrations.js';
+import { openAdminFixture } from '../testing/admin-node.js';
 import { buildAdminApi } from './api.js';
 import type { Role } from './tokens.js';
 
@@ -46,28 +39,11 @@ interface Api {
 
 /** A real admin API listening on port 0 over a real catalog. */
 async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'berth-admin-'));
-  const store = await EmbeddedStore.open({ dir });
-  const catalog = await Catalog.open(store);
-  const logger = pino({ level: 'silent' });
-  const regs = new Registrations({ catalog, clock: new FakeClock(), logger, nodeName: 'node-a' });
-  regs.start();
-  const spec = parseManifest(MANIFEST, join(dir, 'berth.yaml'));
+  const fixture = await openAdminFixture(MANIFEST);
+  const { catalog, regs, security } = fixture;
   let ready = false;
-  const security = await testSecurity(store, dir, { logger });
-  const app = buildAdminApi({
-    listen: { host: '127.0.0.1', port: 0 },
-    catalog,
-    logger,
-    spec: () => spec,
-    node: () => undefined,
-    ready: () => ready,
-    registrations: regs,
-    security: security.security,
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const app = buildAdminApi({ ...fixture.deps, ready: () => ready });
+  const url = await fixture.listen(app);
   try {
     await fn({
       url,
@@ -89,11 +65,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
     });
   } finally {
     await app.close();
-    await regs.close();
-    await security.close();
-    await catalog.close();
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
+    await fixture.close();
   }
 }
 

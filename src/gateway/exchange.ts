@@ -80,7 +80,6 @@ export class Exchange implements TryListener {
   #finished = false;
   /** The last try's failure, answered if no further try is possible. */
   #lastFailure: { code: ErrorCode; message: string; status: number } | undefined;
-  #instance: string | null = null;
 
   constructor(deps: ExchangeDeps, req: IncomingMessage, res: ServerResponse, match: RoutedMatch, runtime: ServiceRuntime, ctx: RequestContext) {
     this.#deps = deps;
@@ -156,7 +155,6 @@ export class Exchange implements TryListener {
       return;
     }
     target.acquire();
-    this.#instance = target.id;
     this.#target = target;
     this.#tryStarted = now;
     const tryTimeout = this.#retryPolicy ? Math.min(this.#retryPolicy.tryTimeoutMs, left) : left;
@@ -349,7 +347,7 @@ export class Exchange implements TryListener {
       group: group.name,
       service: service.service,
       version: version.version,
-      instance: this.#instance,
+      instance: this.#target?.id ?? null,
       status,
       bytesIn: ctx.bytesIn,
       bytesOut,
