@@ -1,6 +1,6 @@
 /** Durations as people write them in a manifest: `500ms`, `1s`, `1m30s`, `2h`. */
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
 
 /** Milliseconds, or undefined when `text` is not a duration. A bare number means milliseconds. */
 export function parseDuration(text: string | number): number | undefined {

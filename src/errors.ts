@@ -10,6 +10,7 @@ export const ErrorCodes = {
   BERTH_ERR_STORE_CLOSED: { status: 503, retryable: false, summary: 'An operation was attempted on a store that was closed.' },
   BERTH_ERR_NODE_RUNNING: { status: 409, retryable: false, summary: 'Another Berth node already owns this data dir.' },
   BERTH_ERR_LISTEN: { status: 500, retryable: false, summary: 'A listener could not bind its address (in use, or not permitted).' },
+  BERTH_ERR_TLS_MATERIAL: { status: 500, retryable: false, summary: 'A TLS certificate, key or CA file cannot be read or parsed, or a certificate does not match its key; the message names the file.' },
   BERTH_ERR_SPAWN: { status: 500, retryable: true, summary: 'An instance process could not be started (command not found, cwd missing, not permitted).' },
   BERTH_ERR_NO_PORT: { status: 500, retryable: true, summary: 'No free port could be found for an instance.' },
   BERTH_ERR_NOT_FOUND: { status: 404, retryable: false, summary: 'The admin API has no such resource (service, instance, route).' },
@@ -32,9 +33,14 @@ export const ErrorCodes = {
   BERTH_ERR_UPSTREAM_STATUS: { status: 503, retryable: true, summary: 'Every try answered a retryable status (502, 503, 504 by default) and no retry was left: the client gets the last status with this body instead of the instance\'s.' },
   BERTH_ERR_CIRCUIT_OPEN: { status: 503, retryable: true, summary: 'The service\'s circuit breaker is open after too many failures; `Retry-After` says when it tries again.' },
   BERTH_ERR_OVERLOADED: { status: 503, retryable: true, summary: 'The service has as many requests in flight and waiting as its `limits` allow; `Retry-After: 1`.' },
+  BERTH_ERR_METHOD_NOT_ALLOWED: { status: 405, retryable: false, summary: 'The route allows other methods only (`methods` in the manifest); `Allow` lists them.' },
+  BERTH_ERR_BODY_TOO_LARGE: { status: 413, retryable: false, summary: 'The request body is larger than the route\'s `maxBody` (declared by Content-Length, or counted as a chunked body streamed); the connection is closed after the answer.' },
+  BERTH_ERR_RATE_LIMITED: { status: 429, retryable: true, summary: 'The client address or the authenticated subject sent more requests than its `rateLimit` allows; `Retry-After` and the `RateLimit-*` headers say when to come back.' },
   BERTH_ERR_REGISTRATION_CONFLICT: { status: 409, retryable: false, summary: 'The registration request conflicts with the instance: it is supervised, checked over HTTP (no heartbeats), or tracked by another node.' },
   BERTH_ERR_UNAUTHORIZED: { status: 401, retryable: false, summary: 'The admin API request carries no bearer token, or one the node does not know (mistyped, revoked).' },
-  BERTH_ERR_FORBIDDEN: { status: 403, retryable: false, summary: 'The admin API request\'s token has a role too low for the route (viewer < operator < admin).' },
+  BERTH_ERR_FORBIDDEN: { status: 403, retryable: false, summary: 'The admin API request\'s token has a role too low for the route (viewer < operator < admin); or, at the gateway, the authenticated caller is admitted by no `authorize` rule of the route (default deny), or its API key is not for this group.' },
+  BERTH_ERR_UNAUTHENTICATED: { status: 401, retryable: false, summary: 'A gateway request to a service whose `auth` needs credentials came without any (and the service admits no anonymous caller), or with a JWT or API key that does not verify; the message says what was wrong, never the credential.' },
+  BERTH_ERR_AUTH_CONFIG: { status: 400, retryable: false, summary: 'An auth setting cannot be put to use: a secret\'s environment variable is unset or too short, a key file is missing or holds no usable key, or an issuer\'s algorithms do not fit its keys; the message names the variable or file, never the value.' },
   BERTH_ERR_CLIENT_CLOSED: { status: 503, retryable: false, summary: 'A call was made through a berth/client after its close().' },
 } as const satisfies Record<string, { status: number; retryable: boolean; summary: string }>;
 

@@ -11,6 +11,10 @@ import { formatManifestError, loadManifest } from './manifest/load.js';
 import { startAdminServer, type AdminServer } from './admin/api.js';
 import { AdminTokens, writeTokenFile } from './admin/tokens.js';
 import { AuditLog } from './admin/audit.js';
+import { ApiKeys } from './security/api-keys.js';
+import { loadIdentityKey } from './security/identity.js';
+import { JwtVerifier } from './security/jwt.js';
+import { isDeepStrictEqual } from 'node:util';
 import { isLoopbackHost } from './manifest/listen.js';
 import { Registrations } from './registry/registrations.js';
 import { PortAllocator } from './supervisor/ports.js';
@@ -53,6 +57,10 @@ export class BerthNode {
   #admin: AdminServer | undefined;
   /** The admin API's bearer tokens, kept in the store (`tokens/`). */
   #tokens: AdminTokens | undefined;
+  /** The gateway's API keys, kept in the store (`apikeys/`). */
+  #apiKeys: ApiKeys | undefined;
+  /** Verifies bearer JWTs against `auth.jwt`; null when the manifest declares no issuer. */
+  #jwt: JwtVerifier | null = null;
   /** Every mutating admin call: `<dataDir>/audit.log` and `admin.audit` log lines. */
   #audit: AuditLog | undefined;
   /** Prometheus metrics: the gateway's observer, served by the admin API at `/metrics`. */
@@ -98,13 +106,27 @@ export class BerthNode {
         onError: (err) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'admin tokens: a store operation failed'),
       });
       await this.#bootstrapToken(this.#tokens);
+      this.#apiKeys = await ApiKeys.open(this.#store, {
+        clock: this.#clock,
+        onError: (err) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'API keys: a store operation failed'),
+      });
       this.#audit = await AuditLog.open(spec.dataDir, this.#logger);
 
       // Metrics exist before the gateway (whose observer they are) and are read at scrape time.
       this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName });
 
+      // Who callers are: the key that signs the identity instances receive, and the JWT issuers' keys.
+      const identityKey = await loadIdentityKey(spec.auth.identityKey, spec.dataDir);
+      this.#jwt = await this.#jwtVerifier(spec);
+
       // The gateway listens before any instance starts: it is the supervisor's drainer.
-      this.#gateway = new Gateway({ catalog: this.#catalog, logger: this.#logger, observer: fanOut(new AccessLog(this.#logger), new PolicyLog(this.#logger), this.#metrics) });
+      this.#gateway = new Gateway({
+        catalog: this.#catalog,
+        logger: this.#logger,
+        observer: fanOut(new AccessLog(this.#logger), new PolicyLog(this.#logger), this.#metrics),
+        security: { jwt: this.#jwt, apiKeys: this.#apiKeys, identityKey },
+        clock: this.#clock,
+      });
       await this.#gateway.configure(spec);
       const gateway = this.#gateway;
       this.onReload((next) => gateway.configure(next), 'gateway');
@@ -121,6 +143,8 @@ export class BerthNode {
         drainer: this.#gateway,
         // Known once the admin API listens, which is before any instance starts.
         adminUrl: () => this.#admin?.url,
+        identityKey: () => identityKey.toString('base64url'),
+        checkTls: (version) => gateway.upstreamTlsFor(version.group, version.service),
       });
       // External registrations resume (TTLs from now, HTTP checks restarted) before the admin API takes new ones.
       this.#registrations = new Registrations({ catalog: this.#catalog, clock: this.#clock, logger: this.#logger, nodeName: spec.nodeName });
@@ -136,7 +160,7 @@ export class BerthNode {
         metrics: this.#metrics,
         reload: { plan: () => this.plan(), reload: () => this.reload() },
         policyState: (group, service) => gateway.policyState(group, service),
-        security: { tokens: this.#tokens, audit: this.#audit },
+        security: { tokens: this.#tokens, apiKeys: this.#apiKeys, audit: this.#audit },
       });
       this.#info = {
         name: spec.nodeName,
@@ -227,6 +251,19 @@ export class BerthNode {
         }),
       );
     }
+    // What the gateway needs from outside (certificates, keys) is read first: a bad file refuses the reload before anything changes.
+    let jwt: JwtVerifier | null | undefined;
+    try {
+      await this.#gateway?.preflight(next);
+      if (!isDeepStrictEqual(current.auth.jwt, next.auth.jwt)) jwt = await this.#jwtVerifier(next);
+    } catch (err) {
+      throw this.#refuse(err);
+    }
+    if (jwt !== undefined) {
+      this.#jwt?.close();
+      this.#jwt = jwt;
+      this.#gateway?.setJwtVerifier(jwt);
+    }
     const result = await supervisor.apply(versionsOf(next));
     if (this.#stopping) {
       this.#logger.warn({ event: Events.nodeReloadFailed }, 'reload cut short: the node is stopping');
@@ -257,6 +294,15 @@ export class BerthNode {
     return { plan, result };
   }
 
+  /** The JWT issuers' verifier of a manifest, or null when it declares none. */
+  async #jwtVerifier(spec: NodeSpec): Promise<JwtVerifier | null> {
+    if (spec.auth.jwt.length === 0) return null;
+    return JwtVerifier.create(spec.auth.jwt, {
+      clock: this.#clock,
+      onError: (err, issuer) => this.#logger.warn({ event: Events.authKeysUnavailable, issuer, err: err instanceof Error ? err.message : String(err) }, `the keys of JWT issuer ${issuer} are unavailable`),
+    });
+  }
+
   /** Logs a refused reload (nothing changed) and returns the error to throw. */
   #refuse(err: unknown): unknown {
     if (isBerthError(err)) {
@@ -281,6 +327,8 @@ export class BerthNode {
     await this.#admin?.close();
     await this.#audit?.close();
     await this.#tokens?.close();
+    await this.#apiKeys?.close();
+    this.#jwt?.close();
     await this.#registrations?.close();
     await this.#supervisor?.stopAll();
     await this.#gateway?.close();

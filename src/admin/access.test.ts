@@ -21,6 +21,7 @@ function sample(key: string): { method: string; path: string; body?: unknown } {
   const path = route.replace(':service', 'web').replace(':id', 'ext-1');
   if (key === 'POST /v1/registrations') return { method, path, body: REGISTRATION };
   if (key === 'POST /v1/tokens') return { method, path, body: { name: 'made', role: 'viewer' } };
+  if (key === 'POST /v1/apikeys') return { method, path, body: { name: 'made', groups: ['core'] } };
   return { method, path };
 }
 

@@ -10,7 +10,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, Rout
 import { BerthError } from '../errors.js';
 import type { AuditSink } from './audit.js';
 import { maskSecrets } from './audit.js';
+import { bearerToken } from '../security/bearer.js';
 import { roleAtLeast, type AdminTokens, type Role, type TokenInfo } from './tokens.js';
+
+export { bearerToken };
 
 /** `public`: no token needed. Otherwise the least role. */
 export type Access = 'public' | Role;
@@ -18,8 +21,9 @@ export type Access = 'public' | Role;
 /**
  * Every route of the admin API and the least role that may call it. Viewers
  * read everything but secrets and the manifest's contents (`/v1/plan` shows
- * changed settings, environment values included); operators change what runs;
- * admins manage tokens and read the audit log. Discovery is public: every
+ * changed settings, environment values included); operators change what runs
+ * and see the gateway's API keys (never their secrets); admins manage tokens
+ * and API keys and read the audit log. Discovery is public: every
  * instance of a node calls it through `berth/client`, which has no token to send.
  */
 export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
@@ -42,6 +46,9 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /v1/tokens': 'admin',
   'POST /v1/tokens': 'admin',
   'DELETE /v1/tokens/:id': 'admin',
+  'GET /v1/apikeys': 'operator',
+  'POST /v1/apikeys': 'admin',
+  'DELETE /v1/apikeys/:id': 'admin',
   'GET /v1/audit': 'admin',
 };
 
@@ -116,13 +123,6 @@ export function installAccessControl(app: FastifyInstance, deps: AccessDeps): vo
     if (MUTATING_METHODS.has(request.method)) deps.audit.record(auditEntry(request, reply, payload));
     done(null, payload);
   });
-}
-
-/** The token of an `authorization: Bearer <token>` header; undefined when there is none or it is malformed. */
-export function bearerToken(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
-  return match?.[1];
 }
 
 function auditEntry(request: FastifyRequest, reply: FastifyReply, payload: unknown): Parameters<AuditSink['record']>[0] {

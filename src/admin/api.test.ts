@@ -4,6 +4,7 @@ import { request } from 'undici';
 import type { Catalog } from '../catalog/catalog.js';
 import type { InstanceRecord } from '../catalog/types.js';
 import type { Registrations } from '../registry/registrations.js';
+import type { ApiKeys } from '../security/api-keys.js';
 import { openAdminFixture } from '../testing/admin-node.js';
 import { buildAdminApi } from './api.js';
 import type { Role } from './tokens.js';
@@ -33,6 +34,8 @@ interface Api {
   setReady: (ready: boolean) => void;
   /** A token secret per role. */
   secrets: Record<Role, string>;
+  /** The API keys the admin API manages, as the gateway would verify them. */
+  apiKeys: ApiKeys;
   /** Sends the test's admin token; pass `token` to send another, or null to send none. */
   call: (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, token?: string | null) => Promise<{ status: number; body: unknown; type: string | undefined }>;
 }
@@ -51,6 +54,7 @@ async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
       regs,
       setReady: (r) => (ready = r),
       secrets: security.secrets,
+      apiKeys: security.apiKeys,
       call: async (method, path, body, token = security.secrets.admin) => {
         const headers: Record<string, string> = token === null ? {} : { authorization: `Bearer ${token}` };
         const res = await request(`${url}${path}`, {
@@ -300,5 +304,88 @@ describe('admin API: node routes and the OpenAPI document', () => {
       const discovery = doc.paths['/v1/discovery/{service}']?.get;
       assert.deepEqual(discovery?.parameters?.map((p) => `${p.in}.${p.name}`).sort(), ['path.service', 'query.index', 'query.version', 'query.wait']);
       assert.deepEqual(Object.keys(doc.paths['/v1/registrations/{id}']?.delete?.responses ?? {}).sort(), ['204', '401', '403', '404', '409']);
+    }));
+});
+
+describe('admin API: API keys', () => {
+  it('lets-an-operator-list-but-only-an-admin-create-or-revoke-and-a-viewer-neither', () =>
+    withApi(async ({ call, secrets }) => {
+      const body = { name: 'ci', groups: ['payments'] };
+      const viewerList = await call('GET', '/v1/apikeys', undefined, secrets.viewer);
+      assert.deepEqual([viewerList.status, (viewerList.body as ErrorBody).code], [403, 'BERTH_ERR_FORBIDDEN']);
+      assert.equal((await call('POST', '/v1/apikeys', body, secrets.viewer)).status, 403);
+      assert.equal((await call('POST', '/v1/apikeys', body, secrets.operator)).status, 403, 'an operator cannot mint a key');
+      assert.equal((await call('GET', '/v1/apikeys', undefined, secrets.operator)).status, 200);
+      const created = await call('POST', '/v1/apikeys', body, secrets.admin);
+      assert.equal(created.status, 201);
+      const id = (created.body as { id: string }).id;
+      assert.equal((await call('DELETE', `/v1/apikeys/${id}`, undefined, secrets.viewer)).status, 403);
+      assert.equal((await call('DELETE', `/v1/apikeys/${id}`, undefined, secrets.operator)).status, 403);
+      assert.equal((await call('DELETE', `/v1/apikeys/${id}`, undefined, secrets.admin)).status, 204);
+      assert.equal((await call('GET', '/v1/apikeys', undefined, null)).status, 401);
+    }));
+
+  it('shows-the-secret-once-never-in-the-list-and-refuses-a-revoked-key', () =>
+    withApi(async ({ call, apiKeys }) => {
+      const created = await call('POST', '/v1/apikeys', { name: 'billing-batch', groups: ['payments', 'stock'], subject: 'svc:billing', roles: ['batch'], scopes: ['charges:write', 'charges:read'] });
+      assert.equal(created.status, 201);
+      const key = created.body as { id: string; secret: string; createdAt: string };
+      assert.match(key.secret, /^bk_[A-Za-z0-9_-]{43}$/);
+      assert.match(key.id, /^key_[0-9a-f]{12}$/);
+      assert.deepEqual(created.body, {
+        id: key.id,
+        name: 'billing-batch',
+        groups: ['payments', 'stock'],
+        subject: 'svc:billing',
+        roles: ['batch'],
+        scopes: ['charges:write', 'charges:read'],
+        createdAt: key.createdAt,
+        secret: key.secret,
+      });
+      const check = apiKeys.verify(key.secret, 'stock');
+      assert.ok(check.ok, 'the gateway accepts it at once');
+      assert.equal(check.identity.subject, 'svc:billing');
+
+      const listed = await call('GET', '/v1/apikeys');
+      assert.equal(listed.status, 200);
+      const text = JSON.stringify(listed.body);
+      assert.ok(!text.includes(key.secret) && !text.includes('sha256') && !text.includes('secret'), 'no secret and no hash in the list');
+      const [only] = listed.body as Record<string, unknown>[];
+      assert.deepEqual(Object.keys(only ?? {}).sort(), ['createdAt', 'groups', 'id', 'lastUsedAt', 'name', 'roles', 'scopes', 'subject']);
+
+      assert.equal((await call('DELETE', `/v1/apikeys/${key.id}`)).status, 204);
+      assert.deepEqual(apiKeys.verify(key.secret, 'stock'), { ok: false, reason: 'unknown' }, 'refused once revoked');
+      const again = await call('DELETE', `/v1/apikeys/${key.id}`);
+      assert.deepEqual([again.status, (again.body as ErrorBody).code], [404, 'BERTH_ERR_NOT_FOUND']);
+      assert.deepEqual((await call('GET', '/v1/apikeys')).body, []);
+    }));
+
+  it('defaults-the-subject-to-the-name-and-accepts-star-for-every-group', () =>
+    withApi(async ({ call }) => {
+      const created = await call('POST', '/v1/apikeys', { name: 'everywhere', groups: ['*'] });
+      assert.equal(created.status, 201);
+      assert.deepEqual([(created.body as { subject: string }).subject, (created.body as { roles: string[] }).roles], ['everywhere', []]);
+    }));
+
+  it('refuses-a-bad-body-with-every-problem-and-a-group-the-manifest-does-not-have', () =>
+    withApi(async ({ call }) => {
+      const bad = await call('POST', '/v1/apikeys', { name: 'has space', groups: [], roles: ['a,b'], extra: 1 });
+      assert.equal(bad.status, 400);
+      const wheres = (bad.body as ErrorBody).details?.map((d) => d.where).sort();
+      assert.deepEqual(wheres, ['body.extra', 'body.groups', 'body.name', 'body.roles.0']);
+      const unknown = await call('POST', '/v1/apikeys', { name: 'typo', groups: ['payment'] });
+      assert.equal(unknown.status, 400);
+      assert.match((unknown.body as ErrorBody).message, /no group "payment" in the manifest \(groups: payments, stock/);
+      assert.deepEqual((await call('GET', '/v1/apikeys')).body, [], 'nothing created');
+    }));
+
+  it('documents-the-api-key-routes-in-openapi', () =>
+    withApi(async ({ call }) => {
+      const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, { 'x-berth-role'?: string; responses: Record<string, unknown> }>>; components: { schemas: Record<string, unknown> } };
+      assert.ok(doc.components.schemas.ApiKey);
+      assert.equal(doc.paths['/v1/apikeys']?.get?.['x-berth-role'], 'operator');
+      assert.equal(doc.paths['/v1/apikeys']?.post?.['x-berth-role'], 'admin');
+      assert.deepEqual(Object.keys(doc.paths['/v1/apikeys']?.post?.responses ?? {}).sort(), ['201', '400', '401', '403']);
+      assert.deepEqual(Object.keys(doc.paths['/v1/apikeys/{id}']?.delete?.responses ?? {}).sort(), ['204', '401', '403', '404']);
     }));
 });

@@ -18,6 +18,7 @@ import { DEFAULT_WAIT_MS, DiscoveryWatch, INDEX_HEADER, MAX_WAIT_MS, STABLE_HEAD
 import { installAccessControl, requestId } from './access.js';
 import type { AuditSink } from './audit.js';
 import type { AdminTokens, Role } from './tokens.js';
+import type { ApiKeyInput, ApiKeys } from '../security/api-keys.js';
 
 export interface AdminDeps {
   listen: ListenSpec;
@@ -42,9 +43,11 @@ export interface AdminDeps {
   security: AdminSecurity;
 }
 
-/** What the admin API uses of the node's tokens and audit log. */
+/** What the admin API uses of the node's tokens, API keys and audit log. */
 export interface AdminSecurity {
   tokens: Pick<AdminTokens, 'verify' | 'create' | 'list' | 'revoke'>;
+  /** The gateway's API keys: `/v1/apikeys`. */
+  apiKeys: Pick<ApiKeys, 'create' | 'list' | 'revoke'>;
   audit: AuditSink;
 }
 
@@ -246,7 +249,7 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
   });
 
   if (deps.reload) reloadRoutes(app, deps.reload);
-  securityRoutes(app, deps.security);
+  securityRoutes(app, deps.security, deps.spec);
 
   const metrics = deps.metrics;
   if (metrics) {
@@ -318,9 +321,9 @@ function reloadRoutes(app: FastifyInstance, reload: ReloadDeps): void {
 
 // ---- end of reload ----------------------------------------------------------
 
-// ---- Tokens and audit (docs/security.md) -------------------------------------
+// ---- Tokens, API keys and audit (docs/security.md) ---------------------------
 
-function securityRoutes(app: FastifyInstance, security: AdminSecurity): void {
+function securityRoutes(app: FastifyInstance, security: AdminSecurity, spec: () => NodeSpec): void {
   app.get('/v1/tokens', { schema: routeSchemas.tokens }, () => security.tokens.list());
 
   app.post<{ Body: { name: string; role: Role } }>('/v1/tokens', { schema: routeSchemas.createToken }, async (request, reply) => {
@@ -333,10 +336,36 @@ function securityRoutes(app: FastifyInstance, security: AdminSecurity): void {
     return reply.status(204).send();
   });
 
+  app.get('/v1/apikeys', { schema: routeSchemas.apiKeys }, () => security.apiKeys.list());
+
+  app.post<{ Body: ApiKeyInput }>('/v1/apikeys', { schema: routeSchemas.createApiKey }, async (request, reply) => {
+    // A key for a group the manifest does not have is most likely a typo: refused rather than useless.
+    const known = new Set(spec().groups.map((g) => g.name));
+    const unknown = request.body.groups.filter((g) => g !== '*' && !known.has(g));
+    if (unknown.length > 0) {
+      const message = `no group ${unknown.map((g) => `"${g}"`).join(', ')} in the manifest (groups: ${[...known].join(', ') || 'none'}; "*" for every group)`;
+      throw new BerthError('BERTH_ERR_BAD_REQUEST', message, { details: [{ where: 'body.groups', message }] });
+    }
+    let created: Awaited<ReturnType<AdminSecurity['apiKeys']['create']>>;
+    try {
+      created = await security.apiKeys.create(request.body);
+    } catch (err) {
+      // The schema already holds the body to ApiKeys' rules; this is their last word.
+      if (err instanceof TypeError) throw new BerthError('BERTH_ERR_BAD_REQUEST', err.message, { details: [{ where: 'body', message: err.message }] });
+      throw err;
+    }
+    return reply.status(201).send({ ...created.key, secret: created.secret });
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/apikeys/:id', { schema: routeSchemas.revokeApiKey }, async (request, reply) => {
+    if (!(await security.apiKeys.revoke(request.params.id))) throw new BerthError('BERTH_ERR_NOT_FOUND', `no API key with id "${request.params.id}"`);
+    return reply.status(204).send();
+  });
+
   app.get<{ Querystring: { limit: number } }>('/v1/audit', { schema: routeSchemas.audit }, (request) => security.audit.tail(request.query.limit));
 }
 
-// ---- end of tokens and audit --------------------------------------------------
+// ---- end of tokens, API keys and audit -----------------------------------------
 
 export async function startAdminServer(deps: AdminDeps): Promise<AdminServer> {
   const app = buildAdminApi(deps);

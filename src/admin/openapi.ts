@@ -184,6 +184,22 @@ export const sharedSchemas = [
     },
   },
   {
+    $id: 'ApiKey',
+    type: 'object',
+    description: 'An API key of the gateway (`x-api-key`), without its secret (docs/security.md).',
+    required: ['id', 'name', 'groups', 'subject', 'roles', 'scopes', 'createdAt'],
+    properties: {
+      id: { type: 'string', description: '`key_` and 12 hex digits: what `DELETE /v1/apikeys/{id}` takes' },
+      name: { type: 'string' },
+      groups: { type: 'array', items: { type: 'string' }, description: 'Groups whose services accept the key; `*` for every group' },
+      subject: { type: 'string', description: 'The caller\'s subject, as `authorize` rules and instances (`x-berth-subject`) see it' },
+      roles: { type: 'array', items: { type: 'string' } },
+      scopes: { type: 'array', items: { type: 'string' } },
+      createdAt: { type: 'string', format: 'date-time' },
+      lastUsedAt: { type: 'string', format: 'date-time', description: 'When it last opened a request (updated at most once a minute); absent if never' },
+    },
+  },
+  {
     $id: 'AuditEntry',
     type: 'object',
     description: 'One mutating call, allowed or refused: who, what, when, and the result.',
@@ -431,6 +447,57 @@ export const routeSchemas = {
     params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
     response: { 204: { description: 'Revoked', type: 'null' }, 404: NOT_FOUND },
   },
+  apiKeys: {
+    summary: 'Every API key of the gateway, without secrets',
+    tags: ['security'],
+    response: { 200: { description: 'API keys, oldest first', type: 'array', items: { $ref: 'ApiKey#' } } },
+  },
+  createApiKey: {
+    summary: 'Create an API key for the services of some groups; the answer is the only place its secret is ever shown',
+    tags: ['security'],
+    body: {
+      type: 'object',
+      required: ['name', 'groups'],
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: '1-64 letters, digits, `.`, `_`, `-`: who or what holds it' },
+        groups: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 64,
+          items: { type: 'string', pattern: '^(?:\\*|[a-z][a-z0-9-]{0,62})$' },
+          description: 'Groups of the manifest whose services accept the key, or `*` for every group',
+        },
+        subject: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[^\\x00-\\x1f\\x7f]+$', description: 'The caller\'s subject; default the name' },
+        roles: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[\\x21-\\x2b\\x2d-\\x7e]{1,128}$' }, description: 'Roles, for `authorize` rules and `x-berth-roles`' },
+        scopes: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[\\x21-\\x2b\\x2d-\\x7e]{1,128}$' }, description: 'Scopes, for `authorize` rules and `x-berth-scopes`' },
+      },
+    },
+    response: {
+      201: {
+        description: 'The key, and its secret in `secret`: send it as `x-api-key: <secret>`',
+        type: 'object',
+        required: ['id', 'name', 'groups', 'subject', 'roles', 'scopes', 'createdAt', 'secret'],
+        properties: {
+          id: { type: 'string' },
+          name: { type: 'string' },
+          groups: { type: 'array', items: { type: 'string' } },
+          subject: { type: 'string' },
+          roles: { type: 'array', items: { type: 'string' } },
+          scopes: { type: 'array', items: { type: 'string' } },
+          createdAt: { type: 'string', format: 'date-time' },
+          secret: { type: 'string', description: '`bk_` and 43 base64url characters; the node keeps only its SHA-256' },
+        },
+      },
+      400: BAD_REQUEST,
+    },
+  },
+  revokeApiKey: {
+    summary: 'Revoke an API key: refused by the gateway from now on',
+    tags: ['security'],
+    params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
+    response: { 204: { description: 'Revoked', type: 'null' }, 404: NOT_FOUND },
+  },
   audit: {
     summary: 'The last entries of the audit log: every mutating call, allowed or refused',
     tags: ['security'],
@@ -457,7 +524,7 @@ export function swaggerOptions(version: string): Record<string, unknown> {
         { name: 'catalog', description: 'Groups, services and instances as the catalog holds them' },
         { name: 'discovery', description: 'Passing instances, for clients that balance themselves' },
         { name: 'registrations', description: 'External services: register, heartbeat, deregister' },
-        { name: 'security', description: 'Tokens of this API and the audit log of its mutating calls (admin role)' },
+        { name: 'security', description: 'Tokens of this API, API keys of the gateway, and the audit log of mutating calls' },
       ],
       components: {
         securitySchemes: {
@@ -466,7 +533,7 @@ export function swaggerOptions(version: string): Record<string, unknown> {
             scheme: 'bearer',
             description:
               'A token of the node (`berth_…`): `authorization: Bearer <token>`. Roles: viewer (reads), operator (viewer + reload, registrations, plan), ' +
-              'admin (operator + tokens, audit). Each operation says the least role it needs (`x-berth-role`); `/healthz`, `/readyz`, ' +
+              'admin (operator + tokens, API keys, audit). Each operation says the least role it needs (`x-berth-role`); `/healthz`, `/readyz`, ' +
               '`/openapi.json` and discovery need none. Missing or unknown token: 401; role too low: 403.',
           },
         },

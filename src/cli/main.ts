@@ -7,6 +7,7 @@ import { validate } from './commands/validate.js';
 import { reload } from './commands/reload.js';
 import { plan } from './commands/plan.js';
 import { tokenCreate, tokenList, tokenRevoke } from './commands/token.js';
+import { apiKeyCreate, apiKeyList, apiKeyRevoke } from './commands/apikey.js';
 import { ROLES, type Role } from '../admin/tokens.js';
 
 const DEFAULT_MANIFEST = 'berth.yaml';
@@ -90,6 +91,31 @@ export async function main(argv: readonly string[]): Promise<number> {
   nodeOptions(token.command('revoke').description('revoke a token: refused from now on').argument('<id>', 'the token\'s id (berth token list)')).action(
     async (id: string, opts: NodeOpts) => {
       exitCode = await tokenRevoke({ ...opts, id }, process.stdout, process.stderr);
+    },
+  );
+
+  const apikey = program.command('apikey').description('manage the API keys the gateway accepts (x-api-key): list as operator, create and revoke as admin');
+  const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+  nodeOptions(
+    apikey
+      .command('create')
+      .description('create an API key for the services of some groups; its secret is printed once, alone on stdout')
+      .argument('<name>', 'who or what holds it: 1-64 letters, digits, ".", "_", "-"')
+      .requiredOption('--group <group>', 'a group whose services accept the key ("*": every group); repeat for more', collect)
+      .option('--subject <subject>', 'the caller\'s subject, as authorize rules and instances see it (default: the name)')
+      .option('--role <role>', 'a role of the caller; repeat for more', collect)
+      .option('--scope <scope>', 'a scope of the caller; repeat for more', collect),
+  ).action(async (name: string, opts: NodeOpts & { group: string[]; subject?: string; role?: string[]; scope?: string[] }) => {
+    exitCode = await apiKeyCreate({ ...opts, name, groups: opts.group, roles: opts.role ?? [], scopes: opts.scope ?? [] }, process.stdout, process.stderr);
+  });
+  nodeOptions(apikey.command('list').description('table of the API keys: id, name, groups, subject, roles, scopes, created, last used (never a secret)')).action(
+    async (opts: NodeOpts) => {
+      exitCode = await apiKeyList(opts, process.stdout);
+    },
+  );
+  nodeOptions(apikey.command('revoke').description('revoke an API key: the gateway refuses it from now on').argument('<id>', 'the key\'s id (berth apikey list)')).action(
+    async (id: string, opts: NodeOpts) => {
+      exitCode = await apiKeyRevoke({ ...opts, id }, process.stdout, process.stderr);
     },
   );
 

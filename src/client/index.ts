@@ -7,5 +7,6 @@ export { BerthClient, createClient, type ClientOptions, type ClientResponse, typ
 export { fromRequest, type CallContext } from './context.js';
 export type { DiscoveredInstance } from './discovery.js';
 export { healthHandler, type HealthOptions, type HealthStatus } from './health.js';
+export { verifyIdentity, type Identity, type IdentityCheck, type VerifyIdentityOptions } from './identity.js';
 export type { ClientBalancer, ClientPolicies } from './policies.js';
 export { BerthError, isBerthError, type ErrorCode } from '../errors.js';

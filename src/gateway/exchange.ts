@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
 import type { RetrySpec } from '../manifest/types.js';
@@ -9,6 +10,7 @@ import type { OutcomeKind } from '../resilience/outlier-detector.js';
 import { retryDelay } from '../resilience/jitter.js';
 import type { RetryBudget } from '../resilience/retry-budget.js';
 import type { PickOptions } from './balancers/balancer.js';
+import { BodyLimit } from './body-limit.js';
 import { upstreamHeaders } from './headers.js';
 import type { GatewayObserver, RetryReason } from './observer.js';
 import { sendTry, type Try, type TryListener, type TryOutcome } from './proxy.js';
@@ -32,12 +34,23 @@ export interface RequestContext {
   requestId: string;
   method: string;
   path: string;
+  /** The client's address: the peer's, or from X-Forwarded-For when the peer is a trusted proxy. */
   clientIp: string;
-  /** The declared Content-Length (0 for chunked bodies, which are streamed uncounted). */
+  /** The X-Forwarded-For instances receive. */
+  forwardedFor: string;
+  /** How the client reached the gateway (X-Forwarded-Proto). */
+  proto: 'http' | 'https';
+  /** The declared Content-Length (0 for chunked bodies, which are counted as they stream). */
   bytesIn: number;
+  /** A body past this many bytes gets 413 (a chunked one is cut when it gets there). */
+  maxBodyBytes: number;
   /** performance.now() past which the request gets 504 (timeout, or less if the client asked). */
   deadline: number;
   hashKey: string | undefined;
+  /** Signed identity headers for the instance (flat name, value list), or null when the route needs no authentication. */
+  identity: string[] | null;
+  /** The authenticated subject, for the access log. */
+  subject: string | null;
 }
 
 /**
@@ -162,17 +175,28 @@ export class Exchange implements TryListener {
     this.#try = sendTry(
       this.#res,
       {
-        dispatcher: this.#deps.dispatcher,
+        dispatcher: this.#runtime.dispatcher ?? this.#deps.dispatcher,
         origin: target.origin,
         path: this.#match.path,
-        headers: upstreamHeaders(this.#req, { requestId, prefix: this.#match.prefix, proto: 'http', timeoutMs: tryTimeout }),
-        body: this.#hasBody ? this.#req : null,
+        headers: upstreamHeaders(this.#req, { requestId, prefix: this.#match.prefix, proto: this.#ctx.proto, timeoutMs: tryTimeout, forwardedFor: this.#ctx.forwardedFor, identity: this.#ctx.identity }),
+        body: this.#hasBody ? this.#body() : null,
         headersTimeoutMs: tryTimeout,
         bodyIdleTimeoutMs: this.#deps.bodyIdleTimeoutMs,
         requestId,
       },
       this,
     );
+  }
+
+  /**
+   * The body sent to the instance. A declared Content-Length was checked
+   * against the limit before; a chunked body is counted as it streams and cut
+   * at the limit (the try then fails with 'too-large', answered 413).
+   */
+  #body(): Readable {
+    const req = this.#req;
+    if (req.headers['content-length'] !== undefined || this.#ctx.maxBodyBytes === Infinity) return req;
+    return req.pipe(new BodyLimit(this.#ctx.maxBodyBytes));
   }
 
   /** TryListener: the try's status is known. */
@@ -259,6 +283,12 @@ export class Exchange implements TryListener {
       case 'failed': {
         if (outcome.failure === 'client') {
           this.#finish(499, outcome.bytesOut, outcome.code);
+          return;
+        }
+        if (outcome.failure === 'too-large') {
+          // What is left of the body is not read: the connection cannot carry another request.
+          this.#res.shouldKeepAlive = false;
+          this.#fail({ code: 'BERTH_ERR_BODY_TOO_LARGE', message: `the request body is larger than the ${this.#ctx.maxBodyBytes} bytes allowed here`, status: 413 });
           return;
         }
         this.#deps.observer.upstreamFailed(outcome.failure, { ...this.#route(), instance: target.id });
@@ -355,6 +385,7 @@ export class Exchange implements TryListener {
       clientIp: ctx.clientIp,
       error,
       retries: this.#retryCount,
+      subject: ctx.subject,
     });
   }
 
@@ -371,15 +402,24 @@ function outcomeKind(outcome: TryOutcome): OutcomeKind | null {
     case 'discarded':
       return outcome.status >= 500 ? 'error' : 'success';
     case 'failed':
-      return outcome.failure === 'client' ? null : 'gateway-error';
+      // The client's fault, not the instance's: no verdict.
+      return outcome.failure === 'client' || outcome.failure === 'too-large' ? null : 'gateway-error';
   }
 }
 
 /** The gateway's own answer: JSON with a stable code and the request id, never a stack trace. */
-export function answer(res: ServerResponse, code: ErrorCode, message: string, requestId: string, retryAfterSeconds?: number, status: number = ErrorCodes[code].status): void {
+export function answer(
+  res: ServerResponse,
+  code: ErrorCode,
+  message: string,
+  requestId: string,
+  retryAfterSeconds?: number,
+  status: number = ErrorCodes[code].status,
+  extra?: Record<string, string>,
+): void {
   if (res.headersSent || res.destroyed) return;
   const body = JSON.stringify({ code, message, requestId });
-  const headers: Record<string, string | number> = { 'x-request-id': requestId, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  const headers: Record<string, string | number> = { ...extra, 'x-request-id': requestId, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
   res.writeHead(status, headers);
   res.end(res.req.method === 'HEAD' ? undefined : body);

@@ -29,6 +29,10 @@ export interface ForwardedInfo {
   proto: 'http' | 'https';
   /** What the instance has left, for x-berth-timeout-ms. */
   timeoutMs: number;
+  /** X-Forwarded-For as the instance gets it (a trusted proxy's list plus the peer, or just the peer). */
+  forwardedFor: string;
+  /** Signed identity headers (flat name, value list), or null. */
+  identity: string[] | null;
 }
 
 /** The deadline a client asked for with x-berth-timeout-ms, in ms, or undefined (absent or not a positive integer). */
@@ -40,29 +44,30 @@ export function requestedTimeoutOf(req: IncomingMessage): number | undefined {
 }
 
 /**
- * The headers an instance receives: the client's, less hop-by-hop ones and
- * those named in its Connection header, plus X-Forwarded-* and the request id.
- * Built from rawHeaders as a flat list: no header object is materialised.
+ * The headers an instance receives: the client's, less hop-by-hop ones, those
+ * named in its Connection header and every `x-berth-` header (identity
+ * headers are Berth's to set: a client can never forge them), plus
+ * X-Forwarded-*, the request id and, on authenticated routes, the signed
+ * identity. Built from rawHeaders as a flat list: no header object is
+ * materialised.
  */
 export function upstreamHeaders(req: IncomingMessage, info: ForwardedInfo): string[] {
   const raw = req.rawHeaders;
   const out: string[] = [];
   let connection: string | undefined;
-  let forwardedFor: string | undefined;
   let host: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (lower === 'connection') connection = connection ? `${connection},${raw[i + 1]}` : raw[i + 1];
-    else if (lower === 'x-forwarded-for') forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1];
     else if (lower === 'host') host = raw[i + 1];
-    if (HOP_BY_HOP.has(lower) || OWN.has(lower)) continue;
+    if (HOP_BY_HOP.has(lower) || OWN.has(lower) || lower.startsWith('x-berth-')) continue;
     out.push(name, raw[i + 1]!);
   }
   if (connection) stripConnectionTokens(out, connection);
-  const client = req.socket.remoteAddress ?? '';
+  if (info.identity !== null) for (let i = 0; i < info.identity.length; i++) out.push(info.identity[i]!);
   out.push(
-    'x-forwarded-for', forwardedFor ? `${forwardedFor}, ${client}` : client,
+    'x-forwarded-for', info.forwardedFor,
     'x-forwarded-proto', info.proto,
     'x-forwarded-prefix', info.prefix,
     'x-request-id', info.requestId,

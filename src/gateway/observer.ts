@@ -25,6 +25,8 @@ export interface RequestRecord {
   error: string | null;
   /** Tries after the first. */
   retries: number;
+  /** Who sent it, once authenticated (JWT `sub`, API key subject); null when anonymous or not authenticated. */
+  subject: string | null;
 }
 
 export type UpstreamFailure = 'connect' | 'timeout' | 'reset';
@@ -55,6 +57,8 @@ export interface GatewayObserver {
   /** An instance was ejected by outlier detection, or returned. */
   outlierChanged(scope: RouteRef & { instance: string }, kind: 'ejected' | 'returned', reason: string | undefined, until: number | undefined): void;
   routeTableBuilt(info: { durationMs: number; routes: number; instances: number }): void;
+  /** A client connection was closed on arrival: too many open in total, or from its address. */
+  connectionRefused(reason: 'total' | 'per-ip', clientIp: string): void;
 }
 
 /** An observer that ignores everything; extend it to implement only some events. */
@@ -68,6 +72,7 @@ export class NullObserver implements GatewayObserver {
   breakerChanged(_scope: { group: string; service: string; version?: string; instance?: string }, _from: BreakerStateName, _to: BreakerStateName, _reason: string): void {}
   outlierChanged(_scope: RouteRef & { instance: string }, _kind: 'ejected' | 'returned', _reason: string | undefined, _until: number | undefined): void {}
   routeTableBuilt(_info: { durationMs: number; routes: number; instances: number }): void {}
+  connectionRefused(_reason: 'total' | 'per-ip', _clientIp: string): void {}
 }
 
 /** Sends every observation to each of `observers`, in order. */
@@ -82,5 +87,6 @@ export function fanOut(...observers: GatewayObserver[]): GatewayObserver {
     breakerChanged: (s, from, to, why) => observers.forEach((o) => o.breakerChanged(s, from, to, why)),
     outlierChanged: (s, kind, why, until) => observers.forEach((o) => o.outlierChanged(s, kind, why, until)),
     routeTableBuilt: (i) => observers.forEach((o) => o.routeTableBuilt(i)),
+    connectionRefused: (why, ip) => observers.forEach((o) => o.connectionRefused(why, ip)),
   };
 }

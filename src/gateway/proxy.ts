@@ -1,11 +1,13 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../errors.js';
+import { BodyTooLarge } from './body-limit.js';
 import { downstreamHeaders } from './headers.js';
 
 /** Why a try failed without a response the client got. */
-export type TryFailure = 'connect' | 'reset' | 'timeout' | 'client';
+export type TryFailure = 'connect' | 'reset' | 'timeout' | 'client' | 'too-large';
 
 /** How one try at an instance ended. */
 export type TryOutcome =
@@ -21,7 +23,7 @@ export interface TryOptions {
   origin: string;
   path: string;
   headers: string[];
-  body: IncomingMessage | null;
+  body: Readable | null;
   /** From dispatch until the response's headers: past it, the try fails with `timeout`. */
   headersTimeoutMs: number;
   /** Silence while the response body streams: past it, the response is cut. */
@@ -230,6 +232,7 @@ class DiscardLimit extends Error {
 function classify(err: Error): { failure: TryFailure; code: ErrorCode; message: string } {
   if (err instanceof ClientGone) return { failure: 'client', code: 'BERTH_ERR_UPSTREAM_RESET', message: err.message };
   if (err instanceof TryTimeout) return { failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: err.message };
+  if (err instanceof BodyTooLarge) return { failure: 'too-large', code: 'BERTH_ERR_BODY_TOO_LARGE', message: err.message };
   const code = (err as NodeJS.ErrnoException).code;
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

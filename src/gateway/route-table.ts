@@ -1,7 +1,6 @@
 import type { InstanceRecord } from '../catalog/types.js';
 import type { EndpointSpec, GroupSpec, ServiceSpec } from '../manifest/types.js';
 import { compareSemver } from '../manifest/semver.js';
-import { DEFAULT_POLICIES } from '../manifest/policies.js';
 import { createBalancer, type Balancer } from './balancers/balancer.js';
 import type { ServiceRuntime } from './service-runtime.js';
 import { Target } from './target.js';
@@ -93,7 +92,7 @@ export function compileRouteTable(options: CompileOptions): RouteTable {
     // Instances registered from outside into a declared group, under a service the manifest does not name.
     for (const key of known) {
       const [g, s] = key.split('\0') as [string, string];
-      if (g === spec.name && !services.has(s)) services.set(s, externalService(g, s));
+      if (g === spec.name && !services.has(s)) services.set(s, externalService(spec, s));
     }
     for (const service of services.values()) {
       group.services.set(service.name, compileService(spec.name, service, passing, known, live, options));
@@ -123,12 +122,13 @@ function compileService(group: string, spec: ServiceSpec, passing: Map<string, I
   for (const key of known) if (key.startsWith(prefix)) names.add(key.slice(prefix.length));
 
   const versions: VersionRoute[] = [];
+  const secure = spec.upstreamTls !== null;
   for (const version of [...names].sort(compareSemver).reverse()) {
     const records = passing.get(prefix + version) ?? [];
     const versionTargets = records.map((r) => {
       let target = targets.get(r.id);
-      if (!target || target.port !== r.port || target.address !== r.address) {
-        target = new Target(r.id, r.address, r.port, r.weight, { now });
+      if (!target || target.port !== r.port || target.address !== r.address || target.secure !== secure) {
+        target = new Target(r.id, r.address, r.port, r.weight, { now, secure });
         targets.set(r.id, target);
       } else if (!target.routed) {
         // Back in rotation (passing again): its slow start begins again.
@@ -158,9 +158,13 @@ function compileService(group: string, spec: ServiceSpec, passing: Map<string, I
   return { group, service: spec.name, stable: spec.stable || null, runtime, versions, byMajor, byVersion };
 }
 
-/** A service known only from external registrations: no stable version, the highest passing one serves. */
-function externalService(group: string, name: string): ServiceSpec {
-  return { group, name, stable: '', policies: DEFAULT_POLICIES, versions: [] };
+/**
+ * A service known only from external registrations: no stable version, the
+ * highest passing one serves; the group's policies apply (its authentication
+ * above all: registering a service must not open a way around it).
+ */
+function externalService(group: GroupSpec, name: string): ServiceSpec {
+  return { group: group.name, name, stable: '', policies: group.policies, routes: [], upstreamTls: null, versions: [] };
 }
 
 function majorOf(version: string): number {

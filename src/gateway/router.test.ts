@@ -11,14 +11,14 @@ import { FakeClock } from '../testing/fake-clock.js';
 import { ServiceRuntime } from './service-runtime.js';
 
 function service(group: string, name: string, versions: string[], stable = versions[0]!): ServiceSpec {
-  return { group, name, stable, policies: DEFAULT_POLICIES, versions: versions.map((version) => ({ key: `${group}/${name}@${version}`, group, service: name, version }) as VersionSpec) };
+  return { group, name, stable, policies: DEFAULT_POLICIES, routes: [], upstreamTls: null, versions: versions.map((version) => ({ key: `${group}/${name}@${version}`, group, service: name, version }) as VersionSpec) };
 }
 
 const GROUPS: GroupSpec[] = [
-  { name: 'payments', endpoint: { kind: 'path', prefix: '/payments' }, services: [service('payments', 'charges', ['1.0.0', '1.4.0', '2.0.0'], '1.0.0')] },
-  { name: 'users', endpoint: { kind: 'path', prefix: '/api/users' }, services: [service('users', 'profiles', ['0.0.0'])] },
-  { name: 'auth', endpoint: { kind: 'host', host: 'auth.example.com' }, services: [service('auth', 'tokens', ['1.0.0'])] },
-  { name: 'storage', endpoint: { kind: 'port', port: 9001 }, services: [service('storage', 'blobs', ['1.0.0'])] },
+  { name: 'payments', endpoint: { kind: 'path', prefix: '/payments' }, policies: DEFAULT_POLICIES, services: [service('payments', 'charges', ['1.0.0', '1.4.0', '2.0.0'], '1.0.0')] },
+  { name: 'users', endpoint: { kind: 'path', prefix: '/api/users' }, policies: DEFAULT_POLICIES, services: [service('users', 'profiles', ['0.0.0'])] },
+  { name: 'auth', endpoint: { kind: 'host', host: 'auth.example.com' }, policies: DEFAULT_POLICIES, services: [service('auth', 'tokens', ['1.0.0'])] },
+  { name: 'storage', endpoint: { kind: 'port', port: 9001 }, policies: DEFAULT_POLICIES, services: [service('storage', 'blobs', ['1.0.0'])] },
 ];
 
 let seq = 0;
@@ -37,7 +37,7 @@ function table(instances: InstanceRecord[], targets = new Map<string, Target>())
     now: 0,
     runtimeOf: (spec) => {
       const key = `${spec.group}/${spec.name}`;
-      const runtime = runtimes.get(key) ?? new ServiceRuntime(spec.group, spec.name, { ...spec.policies, outlier: null }, new FakeClock(), events);
+      const runtime = runtimes.get(key) ?? new ServiceRuntime(spec.group, spec.name, { ...spec.policies, outlier: null }, spec.routes, new FakeClock(), events);
       runtimes.set(key, runtime);
       return runtime;
     },

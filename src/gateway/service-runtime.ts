@@ -1,10 +1,12 @@
 import { isDeepStrictEqual } from 'node:util';
+import type { Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
-import type { PolicySpec } from '../manifest/types.js';
+import type { PolicySpec, RouteSpec } from '../manifest/types.js';
 import { Bulkhead, type BulkheadSnapshot } from '../resilience/bulkhead.js';
 import { CircuitBreaker, type BreakerSnapshot, type BreakerTransition } from '../resilience/circuit-breaker.js';
 import { OutlierDetector, type OutlierEvent } from '../resilience/outlier-detector.js';
 import { RetryBudget, type RetryBudgetSnapshot } from '../resilience/retry-budget.js';
+import { ServiceEdge } from './edge.js';
 import type { Target } from './target.js';
 
 /** A service's policies as they stand (`GET /v1/services/{service}`). */
@@ -43,27 +45,35 @@ export class ServiceRuntime {
   budget!: RetryBudget;
   bulkhead!: Bulkhead;
   breaker: CircuitBreaker | null = null;
+  /** How requests reach the instances (a TLS agent for a service with `tls:`); null: the gateway's shared one. */
+  dispatcher: Dispatcher | null = null;
+  /** Authentication, authorization, rate limits, body size and methods, per route. */
+  edge!: ServiceEdge;
+  #routes: readonly RouteSpec[];
   readonly #detectors = new Map<string, OutlierDetector>();
   /** Targets this service routes to, with their version: for the instance breakers in snapshots. */
   readonly #targets = new Map<string, { version: string; target: Target }>();
   readonly #clock: Clock;
   readonly #events: RuntimeEvents;
 
-  constructor(group: string, service: string, policies: PolicySpec, clock: Clock, events: RuntimeEvents) {
+  constructor(group: string, service: string, policies: PolicySpec, routes: readonly RouteSpec[], clock: Clock, events: RuntimeEvents) {
     this.group = group;
     this.service = service;
     this.policies = policies;
+    this.#routes = routes;
     this.#clock = clock;
     this.#events = events;
     this.#build(undefined);
   }
 
   /** Takes new policies; parts whose settings did not change keep their state. */
-  update(policies: PolicySpec): void {
-    if (isDeepStrictEqual(policies, this.policies)) return;
+  update(policies: PolicySpec, routes: readonly RouteSpec[]): void {
+    if (isDeepStrictEqual(policies, this.policies) && isDeepStrictEqual(routes, this.#routes)) return;
     const before = this.policies;
     this.policies = policies;
-    this.#build(before);
+    const routesChanged = !isDeepStrictEqual(routes, this.#routes);
+    this.#routes = routes;
+    this.#build(before, routesChanged);
   }
 
   /** The detector of one version's instances (null when outlier detection is off); `ids` are its passing instances. */
@@ -136,8 +146,10 @@ export class ServiceRuntime {
     this.#detectors.clear();
   }
 
-  #build(before: PolicySpec | undefined): void {
+  #build(before: PolicySpec | undefined, routesChanged = false): void {
     const p = this.policies;
+    // The rate-limit buckets live in the gateway's limiter store, keyed by service and route: they survive a rebuild.
+    if (!before || routesChanged || !isDeepStrictEqual(before.edge, p.edge)) this.edge = new ServiceEdge(`${this.group}/${this.service}`, p.edge, this.#routes);
     const budget = p.retries?.budget ?? { ratio: 0, minConcurrent: 0 };
     if (!before || !isDeepStrictEqual(before.retries?.budget, p.retries?.budget)) this.budget = new RetryBudget(budget);
     if (!before || !isDeepStrictEqual(before.limits, p.limits)) this.bulkhead = new Bulkhead({ maxConcurrent: p.limits.concurrency, maxQueue: p.limits.queue });

@@ -10,6 +10,8 @@ export interface TargetOptions extends Partial<PeakEwmaConfig> {
    * would look idle for the whole uptime (estimate ≈ 0, slow start over).
    */
   now?: number;
+  /** Reached over TLS (the service's `tls:`): an https:// origin. */
+  secure?: boolean;
 }
 
 /**
@@ -21,6 +23,7 @@ export interface TargetOptions extends Partial<PeakEwmaConfig> {
 export class Target {
   readonly id: string;
   readonly origin: string;
+  readonly secure: boolean;
   readonly address: string;
   readonly port: number;
   weight: number;
@@ -47,7 +50,8 @@ export class Target {
     this.address = address;
     this.port = port;
     this.weight = weight;
-    this.origin = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
+    this.secure = options.secure ?? false;
+    this.origin = `${this.secure ? 'https' : 'http'}://${address.includes(':') ? `[${address}]` : address}:${port}`;
     const now = options.now ?? performance.now();
     this.passingSince = now;
     this.ewma = new PeakEwma(

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { upstreamHeaders } from './headers.js';
 import type { Target } from './target.js';
 
@@ -10,6 +11,11 @@ export interface UpgradeRoute {
   prefix: string;
   /** The service's timeout, for x-berth-timeout-ms (the handshake's; a WebSocket then lives as long as both ends want). */
   timeoutMs: number;
+  proto: 'http' | 'https';
+  forwardedFor: string;
+  identity: string[] | null;
+  /** TLS to the instance (the service's `tls:`), or undefined for plain TCP. */
+  tls: ConnectionOptions | undefined;
 }
 
 /**
@@ -19,7 +25,9 @@ export interface UpgradeRoute {
  * instance answers — 101 or a refusal — reaches the client as sent.
  */
 export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer, route: UpgradeRoute, done: () => void): void {
-  const upstream = connect({ host: route.target.address, port: route.target.port });
+  const address = { host: route.target.address, port: route.target.port };
+  const upstream = route.tls ? connectTls({ ...route.tls, ...address }) : connect(address);
+  const ready = route.tls ? 'secureConnect' : 'connect';
   let finished = false;
   const finish = (): void => {
     if (finished) return;
@@ -30,8 +38,8 @@ export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer,
   };
   upstream.setNoDelay(true);
   client.setNoDelay(true);
-  upstream.once('connect', () => {
-    const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: 'http', timeoutMs: route.timeoutMs });
+  upstream.once(ready, () => {
+    const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: route.proto, timeoutMs: route.timeoutMs, forwardedFor: route.forwardedFor, identity: route.identity });
     const lines = [`${req.method} ${route.path} HTTP/1.1`];
     for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
     lines.push(`connection: upgrade`, `upgrade: ${req.headers.upgrade ?? 'websocket'}`);

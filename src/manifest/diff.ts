@@ -6,7 +6,7 @@
 import { relative, isAbsolute } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { formatDuration } from '../duration.js';
-import type { EndpointSpec, GroupSpec, ListenSpec, NodeSpec, ServiceSpec, VersionSpec } from './types.js';
+import type { EndpointSpec, GroupSpec, ListenSpec, NodeSpec, SecretRef, ServiceSpec, VersionSpec } from './types.js';
 
 /**
  * The parts of a version an instance is started with. When one of them
@@ -102,7 +102,7 @@ const GROUP_OWN_FIELDS = new Set<string>(['name', 'services', 'endpoint']);
  */
 const RESTART_FIELDS = ['nodeName', 'dataDir', 'admin', 'instanceHost', 'logLevel'] as const;
 /** Node fields that are not settings: the file is the one being reloaded; groups are compared one by one. */
-const NODE_IGNORED_FIELDS = new Set<string>(['file', 'dir', 'groups', 'gateway', ...RESTART_FIELDS]);
+const NODE_IGNORED_FIELDS = new Set<string>(['file', 'dir', 'groups', 'gateway', 'auth', ...RESTART_FIELDS]);
 
 /** Which instance fields of a version differ between `a` and `b` (empty: running instances can stay). */
 export function changedInstanceFields(a: VersionSpec, b: VersionSpec): InstanceField[] {
@@ -196,6 +196,13 @@ function planNode(current: NodeSpec, next: NodeSpec, plan: Plan): void {
     plan.settings.push({ target: 'gateway', field: 'listen', from: formatListen(current.gateway.listen), to: formatListen(next.gateway.listen) });
   }
   plan.settings.push(...otherFields('gateway', current.gateway, next.gateway, new Set(['listen'])));
+  // JWT issuers are swapped live; the identity key is in every instance's environment, so it needs a restart.
+  if (!isDeepStrictEqual(current.auth.jwt, next.auth.jwt)) {
+    plan.settings.push({ target: 'auth', field: 'jwt', from: current.auth.jwt.map((i) => i.name).join(', ') || 'none', to: next.auth.jwt.map((i) => i.name).join(', ') || 'none' });
+  }
+  if (!isDeepStrictEqual(current.auth.identityKey, next.auth.identityKey)) {
+    plan.restartRequired.push({ field: 'auth.identityKey', from: describeRef(current.auth.identityKey), to: describeRef(next.auth.identityKey) });
+  }
   // A node-level setting this file does not know yet is assumed to need a restart: refusing is safe, ignoring is not.
   for (const field of unionKeys(current, next)) {
     if (NODE_IGNORED_FIELDS.has(field)) continue;
@@ -203,6 +210,10 @@ function planNode(current: NodeSpec, next: NodeSpec, plan: Plan): void {
     const to = (next as unknown as Record<string, unknown>)[field];
     if (!isDeepStrictEqual(from, to)) plan.restartRequired.push({ field, from: formatValue(field, from), to: formatValue(field, to) });
   }
+}
+
+function describeRef(ref: SecretRef | null): string {
+  return ref === null ? 'generated' : 'env' in ref ? `env ${ref.env}` : `file ${ref.file}`;
 }
 
 function planServices(before: GroupSpec, after: GroupSpec, plan: Plan): void {

@@ -77,7 +77,8 @@ describe('parseManifest: the contract manifest', () => {
     assert.equal(spec.file, FILE);
     assert.equal(spec.dir, '/srv/shop');
     assert.equal(spec.dataDir, '/srv/shop/.berth');
-    assert.deepEqual(spec.gateway, { listen: { host: '127.0.0.1', port: 8080 } });
+    assert.deepEqual(spec.gateway.listen, { host: '127.0.0.1', port: 8080 });
+    assert.equal(spec.gateway.tls, null);
     assert.deepEqual(spec.admin, { listen: { host: '127.0.0.1', port: 8081 } });
   });
 
@@ -499,7 +500,7 @@ groups:
       details.map((d) => [...at(d), d.message]),
       [
         [1, 'gatway', 'unknown key "gatway" (did you mean "gateway"?)'],
-        [2, 'frobnicate', 'unknown key "frobnicate" (expected one of node, gateway, admin, dataDir, instanceHost, log, groups)'],
+        [2, 'frobnicate', 'unknown key "frobnicate" (expected one of node, gateway, admin, auth, dataDir, instanceHost, log, groups)'],
         [8, 'groups.shop.services.web.healht', 'unknown key "healht" (did you mean "health"?)'],
       ],
     );

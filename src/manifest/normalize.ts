@@ -6,11 +6,36 @@
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseCommandLine } from './command-line.js';
-import { toPolicies } from './policies.js';
-import { DEFAULT_ADMIN, DEFAULT_BACKOFF_MS, DEFAULT_GATEWAY, DEFAULT_INTERVAL_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_TIMEOUT_MS } from './rules.js';
-import type { EndpointInput, GroupInput, HealthInput, ManifestInput, RestartInput, ServiceInput } from './schema.js';
+import { applyEdge, toPolicies } from './policies.js';
+import { DEFAULT_ADMIN, DEFAULT_BACKOFF_MS, DEFAULT_GATEWAY, DEFAULT_HTTPS, DEFAULT_INTERVAL_MS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_TIMEOUT_MS } from './rules.js';
+import type { EndpointInput, GatewayInput, GroupInput, HealthInput, JwtIssuerInput, ManifestInput, RestartInput, SecretRefInput, ServiceInput, UpstreamTlsInput } from './schema.js';
 import { compareSemver, isPrerelease } from './semver.js';
-import type { CheckSpec, EndpointSpec, GroupSpec, HealthSpec, NodeSpec, RestartSpec, ServiceSpec, VersionSpec } from './types.js';
+import type {
+  CheckSpec,
+  EdgeSpec,
+  EndpointSpec,
+  GroupSpec,
+  HealthSpec,
+  JwtIssuerSpec,
+  NodeSpec,
+  RestartSpec,
+  SecretRef,
+  ServiceSpec,
+  TlsListenerSpec,
+  UpstreamTlsSpec,
+  VersionSpec,
+} from './types.js';
+
+/** The gateway's connection-level protections when the manifest sets none (docs/security.md). */
+export const DEFAULT_EDGE_SPEC: EdgeSpec = {
+  trustedProxies: [],
+  connections: { max: 10_000, perIp: 256, maxRequests: 1_000 },
+  timeouts: { headersMs: 10_000, requestMs: 300_000, idleMs: 60_000, keepAliveMs: 5_000 },
+  maxHeaderBytes: 16 * 1024,
+  maxHeaders: 100,
+};
+/** HSTS when the manifest says `hsts: true`: 180 days, this host only. */
+const DEFAULT_HSTS_MAX_AGE_S = 180 * 86_400;
 
 export const DEFAULT_VERSION = '0.0.0';
 
@@ -20,7 +45,15 @@ export function normalize(input: ManifestInput, file: string): NodeSpec {
     file,
     dir,
     nodeName: input.node ?? hostname(),
-    gateway: { listen: input.gateway?.listen ?? { ...DEFAULT_GATEWAY } },
+    gateway: {
+      listen: input.gateway?.listen ?? { ...DEFAULT_GATEWAY },
+      tls: input.gateway?.tls === undefined ? null : toTlsListener(input.gateway.tls, dir),
+      edge: toEdgeSpec(input.gateway),
+    },
+    auth: {
+      jwt: Object.entries(input.auth?.jwt ?? {}).map(([name, issuer]) => toIssuer(name, issuer, dir)),
+      identityKey: input.auth?.identityKey === undefined ? null : toSecretRef(input.auth.identityKey, dir),
+    },
     admin: { listen: input.admin?.listen ?? { ...DEFAULT_ADMIN } },
     dataDir: resolve(dir, input.dataDir ?? '.berth'),
     instanceHost: input.instanceHost ?? '127.0.0.1',
@@ -34,6 +67,7 @@ function toGroup(name: string, group: GroupInput, dir: string): GroupSpec {
   return {
     name,
     endpoint: toEndpoint(name, group.endpoint),
+    policies: toPolicies(group, {}),
     services: Object.entries(group.services).map(([service, spec]) => toService(name, group, service, spec, dir)),
   };
 }
@@ -87,7 +121,89 @@ function toService(group: string, groupInput: GroupInput, name: string, service:
       },
     };
   });
-  return { group, name, stable, policies: toPolicies(groupInput, service), versions };
+  const policies = toPolicies(groupInput, service);
+  return {
+    group,
+    name,
+    stable,
+    policies,
+    routes: (service.routes ?? []).map(({ path, ...edge }) => ({ path, edge: applyEdge(policies.edge, edge) })),
+    upstreamTls: service.tls === undefined || service.tls === false ? null : toUpstreamTls(service.tls, dir),
+    versions,
+  };
+}
+
+function toTlsListener(tls: NonNullable<GatewayInput['tls']>, dir: string): TlsListenerSpec {
+  const hsts = tls.hsts;
+  return {
+    listen: tls.listen ?? { ...DEFAULT_HTTPS },
+    certFile: resolve(dir, tls.cert),
+    keyFile: resolve(dir, tls.key),
+    minVersion: tls.minVersion ?? 'TLSv1.2',
+    redirect: tls.redirect ?? false,
+    hsts:
+      hsts === undefined || hsts === false
+        ? null
+        : {
+            maxAgeSeconds: hsts === true || hsts.maxAge === undefined ? DEFAULT_HSTS_MAX_AGE_S : Math.floor(hsts.maxAge / 1000),
+            includeSubDomains: hsts !== true && (hsts.includeSubDomains ?? false),
+            preload: hsts !== true && (hsts.preload ?? false),
+          },
+  };
+}
+
+function toEdgeSpec(gateway: GatewayInput | undefined): EdgeSpec {
+  const d = DEFAULT_EDGE_SPEC;
+  const t = gateway?.timeouts;
+  const c = gateway?.connections;
+  return {
+    trustedProxies: [...new Set(gateway?.trustedProxies ?? [])],
+    connections: { max: c?.max ?? d.connections.max, perIp: c?.perIp ?? d.connections.perIp, maxRequests: c?.maxRequests ?? d.connections.maxRequests },
+    timeouts: {
+      headersMs: t?.headers ?? d.timeouts.headersMs,
+      requestMs: t?.request ?? d.timeouts.requestMs,
+      idleMs: t?.idle ?? d.timeouts.idleMs,
+      keepAliveMs: t?.keepAlive ?? d.timeouts.keepAliveMs,
+    },
+    maxHeaderBytes: gateway?.maxHeaderSize ?? d.maxHeaderBytes,
+    maxHeaders: gateway?.maxHeaders ?? d.maxHeaders,
+  };
+}
+
+function toIssuer(name: string, input: JwtIssuerInput, dir: string): JwtIssuerSpec {
+  let keys: JwtIssuerSpec['keys'];
+  if (input.jwks !== undefined) keys = { kind: 'jwks', url: input.jwks, cacheMaxAgeMs: input.cacheMaxAge ?? 600_000, cooldownMs: input.cooldown ?? 30_000 };
+  else if (input.jwksFile !== undefined) keys = { kind: 'jwks-file', file: resolve(dir, input.jwksFile) };
+  else if (input.publicKey !== undefined) keys = { kind: 'public-key', file: resolve(dir, input.publicKey) };
+  else if (input.secret !== undefined) keys = { kind: 'secret', secret: toSecretRef(input.secret, dir) };
+  else throw new Error(`unreachable: issuer ${name} has no keys and the rules let it through`);
+  return {
+    name,
+    issuer: input.issuer,
+    audience: input.audience === undefined ? [] : typeof input.audience === 'string' ? [input.audience] : input.audience,
+    algorithms: [...new Set(input.algorithms)],
+    keys,
+    clockSkewMs: input.clockSkew ?? 30_000,
+    rolesClaim: input.rolesClaim ?? 'roles',
+    scopesClaim: input.scopesClaim ?? 'scope',
+  };
+}
+
+function toSecretRef(input: SecretRefInput, dir: string): SecretRef {
+  if (input.env !== undefined) return { env: input.env };
+  if (input.file !== undefined) return { file: resolve(dir, input.file) };
+  throw new Error('unreachable: a secret with neither env nor file that the rules let through');
+}
+
+function toUpstreamTls(input: Exclude<UpstreamTlsInput, false>, dir: string): UpstreamTlsSpec {
+  if (input === true) return { verify: true };
+  return {
+    ...(input.ca !== undefined ? { caFile: resolve(dir, input.ca) } : {}),
+    ...(input.cert !== undefined ? { certFile: resolve(dir, input.cert) } : {}),
+    ...(input.key !== undefined ? { keyFile: resolve(dir, input.key) } : {}),
+    ...(input.serverName !== undefined ? { serverName: input.serverName } : {}),
+    verify: input.verify ?? true,
+  };
 }
 
 function toHealth(health: HealthInput | undefined): HealthSpec {

@@ -7,8 +7,8 @@
  * The defaults are meant for an edge facing the internet, with no tuning:
  * docs/resilience.md gives the reason for each.
  */
-import type { PolicyInput } from './schema.js';
-import type { BalancerSpec, BreakerSpec, LimitsSpec, OutlierSpec, PolicySpec, RetrySpec } from './types.js';
+import type { EdgeInput, PolicyInput } from './schema.js';
+import type { AuthorizeRule, BalancerSpec, BreakerSpec, EdgePolicySpec, LimitsSpec, OutlierSpec, PolicySpec, RateRule, RetrySpec } from './types.js';
 
 export const DEFAULT_RETRIES: RetrySpec = {
   attempts: 2,
@@ -52,6 +52,19 @@ export const DEFAULT_OUTLIER: OutlierSpec = {
 
 export const DEFAULT_LIMITS: LimitsSpec = { concurrency: 1_000, queue: 500, instanceConcurrency: 256 };
 
+/**
+ * On by default, tuned for an edge facing the internet (docs/security.md):
+ * a client address gets 200 requests a second with bursts of 400, an
+ * authenticated subject 1,000 with bursts of 2,000, and a body 10 MiB.
+ */
+export const DEFAULT_EDGE: EdgePolicySpec = {
+  auth: null,
+  authorize: [],
+  rateLimit: { perIp: { ratePerSecond: 200, burst: 400 }, perSubject: { ratePerSecond: 1_000, burst: 2_000 } },
+  maxBodyBytes: 10 * 1024 * 1024,
+  methods: null,
+};
+
 export const DEFAULT_POLICIES: PolicySpec = {
   balancer: { kind: 'peak-ewma' },
   timeoutMs: 30_000,
@@ -60,6 +73,7 @@ export const DEFAULT_POLICIES: PolicySpec = {
   breaker: { instance: DEFAULT_INSTANCE_BREAKER, service: DEFAULT_SERVICE_BREAKER },
   outlier: DEFAULT_OUTLIER,
   limits: DEFAULT_LIMITS,
+  edge: DEFAULT_EDGE,
 };
 
 /** The policies of one service: defaults ← group ← service. */
@@ -78,6 +92,56 @@ function applyPolicies(base: PolicySpec, input: PolicyInput): PolicySpec {
     breaker: input.breaker === undefined ? base.breaker : applyBreakers(base.breaker, input.breaker),
     outlier: input.outlier === undefined ? base.outlier : applyOutlier(base.outlier, input.outlier),
     limits: { ...base.limits, ...definedOnly(input.limits ?? {}) },
+    edge: applyEdge(base.edge, input),
+  };
+}
+
+/** Edge policies: `base` overridden by the keys `input` sets (a group's, a service's or a route's). */
+export function applyEdge(base: EdgePolicySpec, input: EdgeInput): EdgePolicySpec {
+  return {
+    auth:
+      input.auth === undefined
+        ? base.auth
+        : input.auth === false
+          ? null
+          : {
+              jwt: input.auth.jwt === undefined ? (base.auth?.jwt ?? []) : typeof input.auth.jwt === 'string' ? [input.auth.jwt] : [...new Set(input.auth.jwt)],
+              apiKey: input.auth.apiKey ?? base.auth?.apiKey ?? false,
+              anonymous: input.auth.anonymous ?? base.auth?.anonymous ?? false,
+            },
+    authorize: input.authorize === undefined ? base.authorize : input.authorize.map(toRule),
+    rateLimit:
+      input.rateLimit === undefined
+        ? base.rateLimit
+        : input.rateLimit === false
+          ? { perIp: null, perSubject: null }
+          : {
+              perIp: input.rateLimit.perIp === undefined ? base.rateLimit.perIp : toRateRule(input.rateLimit.perIp),
+              perSubject: input.rateLimit.perSubject === undefined ? base.rateLimit.perSubject : toRateRule(input.rateLimit.perSubject),
+            },
+    maxBodyBytes: input.maxBody ?? base.maxBodyBytes,
+    methods: input.methods === undefined ? base.methods : [...new Set(input.methods)],
+  };
+}
+
+type RateInput = { count: number; perMs: number };
+
+/** `100/s` is 100 a second with bursts of 100; a map may set the burst apart. */
+function toRateRule(input: false | RateInput | { rate: RateInput; burst?: number | undefined }): RateRule | null {
+  if (input === false) return null;
+  const rate = 'rate' in input ? input.rate : input;
+  const burst = 'rate' in input ? input.burst : undefined;
+  return { ratePerSecond: (rate.count * 1000) / rate.perMs, burst: burst ?? Math.max(1, Math.ceil(rate.count)) };
+}
+
+function toRule(input: NonNullable<EdgeInput['authorize']>[number]): AuthorizeRule {
+  return {
+    methods: input.methods === undefined ? null : [...new Set(input.methods)],
+    path: input.path ?? null,
+    roles: input.roles ?? null,
+    scopes: input.scopes ?? null,
+    claims: input.claims ?? null,
+    anonymous: input.anonymous ?? false,
   };
 }
 

@@ -14,6 +14,7 @@ import type { ListenSpec } from './types.js';
 
 export const DEFAULT_GATEWAY: ListenSpec = { host: '127.0.0.1', port: 8080 };
 export const DEFAULT_ADMIN: ListenSpec = { host: '127.0.0.1', port: 8081 };
+export const DEFAULT_HTTPS: ListenSpec = { host: '127.0.0.1', port: 8443 };
 export const DEFAULT_INTERVAL_MS = 5000;
 export const DEFAULT_TIMEOUT_MS = 2000;
 export const DEFAULT_BACKOFF_MS = 100;
@@ -38,6 +39,14 @@ export function checkRules(data: Record<string, unknown>): ManifestIssue[] {
   if (admin !== undefined && !isLoopbackHost(admin.host) && !(isPlainMap(adminMap) && adminMap.allowRemote === true)) {
     report(['admin', 'listen'], `admin listens on ${formatListen(admin)}, which other machines can reach; listen on a loopback address (127.0.0.1, ::1), or set admin.allowRemote: true to mean it`);
   }
+
+  const https = httpsListenerOf(data);
+  if (https !== undefined) {
+    for (const [name, other] of [['gateway', gateway], ['admin', admin]] as const) {
+      if (other !== undefined && listenersClash(https, other)) report(['gateway', 'tls', 'listen'], `the HTTPS listener ${formatListen(https)} clashes with the ${name} listener (${formatListen(other)}); give it a port of its own`);
+    }
+  }
+  const issuers = issuerRules(data, report);
 
   const groups = data.groups;
   if (!isPlainMap(groups)) return issues;
@@ -100,9 +109,13 @@ export function checkRules(data: Record<string, unknown>): ManifestIssue[] {
 
     if (!isPlainMap(group.services)) continue;
     policyRules(at, group, report);
+    edgeRules(at, group, issuers, report);
     for (const [serviceName, service] of Object.entries(group.services)) {
       const servicePath: ManifestPath = [...at, 'services', serviceName];
-      if (isPlainMap(service)) policyRules(servicePath, service, report);
+      if (isPlainMap(service)) {
+        policyRules(servicePath, service, report);
+        serviceEdgeRules(servicePath, group, service, issuers, report);
+      }
       if (NAME.test(serviceName)) {
         // The admin API and the CLI address a service by its name alone.
         const owner = services.get(serviceName);
@@ -224,6 +237,112 @@ function policyRules(at: ManifestPath, owner: Record<string, unknown>, report: (
   if (isPlainMap(hash)) {
     const keys = ['header', 'cookie'].filter((k) => hash[k] !== undefined);
     if (keys.length !== 1) report([...at, 'balancer', 'hash'], `expected exactly one of header or cookie, got ${keys.length === 0 ? 'neither' : 'both'}`);
+  }
+}
+
+/** The HTTPS listener's address when `gateway.tls` is set and well-formed. */
+function httpsListenerOf(data: Record<string, unknown>): ListenSpec | undefined {
+  const gateway = data.gateway;
+  const tls = isPlainMap(gateway) ? gateway.tls : undefined;
+  if (!isPlainMap(tls)) return undefined;
+  if (tls.listen === undefined) return DEFAULT_HTTPS;
+  return typeof tls.listen === 'string' || typeof tls.listen === 'number' ? parseListen(tls.listen) : undefined;
+}
+
+const KEY_SOURCES = ['jwks', 'jwksFile', 'publicKey', 'secret'] as const;
+
+/** Each issuer: exactly one key source, algorithms that fit it, a secret given one way. Returns the issuer names. */
+function issuerRules(data: Record<string, unknown>, report: Report): Set<string> {
+  const names = new Set<string>();
+  const auth = data.auth;
+  const jwt = isPlainMap(auth) ? auth.jwt : undefined;
+  if (isPlainMap(auth)) secretRules(auth.identityKey, ['auth', 'identityKey'], report);
+  if (!isPlainMap(jwt)) return names;
+  for (const [name, issuer] of Object.entries(jwt)) {
+    names.add(name);
+    if (!isPlainMap(issuer)) continue;
+    const at: ManifestPath = ['auth', 'jwt', name];
+    const sources = KEY_SOURCES.filter((k) => issuer[k] !== undefined);
+    if (sources.length === 0) report(at, 'missing the keys: expected one of jwks (a URL), jwksFile, publicKey (a PEM file) or secret (for HS256/384/512)');
+    else if (sources.length > 1) report([...at, sources[1] as string], `only one of jwks, jwksFile, publicKey or secret may be set, found ${sources.join(' and ')}`);
+    secretRules(issuer.secret, [...at, 'secret'], report);
+    const algorithms = Array.isArray(issuer.algorithms) ? issuer.algorithms.filter((a): a is string => typeof a === 'string') : [];
+    const hmac = algorithms.filter((a) => a.startsWith('HS'));
+    // Mixing the two kinds is how an RSA public key ends up verifying an HS256 token (the classic algorithm confusion).
+    if (sources.length === 1 && sources[0] === 'secret' && hmac.length < algorithms.length) {
+      report([...at, 'algorithms'], `a secret verifies only HS256, HS384 or HS512, got ${algorithms.filter((a) => !a.startsWith('HS')).join(', ')}`);
+    } else if (sources.length === 1 && sources[0] !== 'secret' && hmac.length > 0) {
+      report([...at, 'algorithms'], `${hmac.join(', ')} needs a shared secret (secret:), not ${sources[0]}; an issuer's algorithms are all HMAC or all public-key`);
+    }
+  }
+  return names;
+}
+
+function secretRules(secret: unknown, at: ManifestPath, report: Report): void {
+  if (!isPlainMap(secret)) return;
+  const ways = ['env', 'file'].filter((k) => secret[k] !== undefined);
+  if (ways.length !== 1) report(at, `expected exactly one of env or file, got ${ways.length === 0 ? 'neither' : 'both'}`);
+}
+
+/** A group's (or service's, or route's) edge keys on their own: issuers that exist, rules that can hold. */
+function edgeRules(at: ManifestPath, owner: Record<string, unknown>, issuers: ReadonlySet<string>, report: Report): void {
+  const auth = owner.auth;
+  if (isPlainMap(auth)) {
+    const jwt = typeof auth.jwt === 'string' ? [auth.jwt] : Array.isArray(auth.jwt) ? auth.jwt.filter((j): j is string => typeof j === 'string') : [];
+    for (const name of jwt) {
+      if (!issuers.has(name)) report([...at, 'auth', 'jwt'], `no issuer "${name}" under auth.jwt${issuers.size > 0 ? ` (expected one of ${[...issuers].join(', ')})` : ''}`);
+    }
+  }
+  if (Array.isArray(owner.authorize)) {
+    owner.authorize.forEach((rule, i) => {
+      if (!isPlainMap(rule) || rule.anonymous !== true) return;
+      const conditions = ['roles', 'scopes', 'claims'].filter((k) => rule[k] !== undefined);
+      if (conditions.length > 0) report([...at, 'authorize', i, 'anonymous'], `an anonymous request has no ${conditions.join(', ')}: a rule that admits anonymous requests cannot require them`);
+    });
+  }
+  if (isPlainMap(owner.tls) && (owner.tls.cert === undefined) !== (owner.tls.key === undefined)) {
+    report([...at, 'tls', owner.tls.cert === undefined ? 'cert' : 'key'], 'mutual TLS needs both cert and key');
+  }
+}
+
+/**
+ * Default deny: where authentication is required (by the group, the service
+ * or a route), some rule must say who is admitted, or every request would be
+ * refused. Saying nothing is taken for a mistake, not for "nobody".
+ */
+function serviceEdgeRules(at: ManifestPath, group: Record<string, unknown>, service: Record<string, unknown>, issuers: ReadonlySet<string>, report: Report): void {
+  edgeRules(at, service, issuers, report);
+  const groupAt = at.slice(0, 2);
+  const check = (where: ManifestPath, layers: readonly { at: ManifestPath; map: Record<string, unknown> }[]): void => {
+    // Merged key by key, as policies.ts does: the last layer that sets a key wins, `auth: false` clears the layers below it.
+    let auth: { jwt?: unknown; apiKey?: unknown; at: ManifestPath } | undefined;
+    let rules: unknown;
+    for (const layer of layers) {
+      const own = layer.map.auth;
+      if (own === false) auth = undefined;
+      else if (isPlainMap(own)) auth = { ...(auth ?? {}), ...(own.jwt !== undefined ? { jwt: own.jwt } : {}), ...(own.apiKey !== undefined ? { apiKey: own.apiKey } : {}), at: [...layer.at, 'auth'] };
+      if (layer.map.authorize !== undefined) rules = layer.map.authorize;
+    }
+    if (auth === undefined) return;
+    if (auth.jwt === undefined && auth.apiKey !== true) report(auth.at, 'expected jwt (issuer names) or apiKey: true here or in the group, or auth: false for none');
+    if (Array.isArray(rules) && rules.length === 0) {
+      report(where, 'authentication is required here but the authorize list is empty, so no request would be admitted (default deny); add a rule, such as authorize: [{ path: "/**" }] to admit every authenticated caller');
+    } else if (rules === undefined) {
+      report(where, 'authentication is required here but no authorize rule says who is admitted (default deny); add authorize rules to the group, the service or the route, such as authorize: [{ path: "/**" }] to admit every authenticated caller');
+    }
+  };
+  const layers = [
+    { at: groupAt, map: group },
+    { at, map: service },
+  ];
+  check(at, layers);
+  if (Array.isArray(service.routes)) {
+    service.routes.forEach((route, i) => {
+      if (!isPlainMap(route)) return;
+      const where: ManifestPath = [...at, 'routes', i];
+      edgeRules(where, route, issuers, report);
+      if (route.auth !== undefined || route.authorize !== undefined) check(where, [...layers, { at: where, map: route }]);
+    });
   }
 }
 

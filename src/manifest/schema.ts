@@ -11,8 +11,10 @@
 import { constants } from 'node:os';
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
+import { parseSize } from '../size.js';
 import { LISTEN_EXPECTED, isHost, parseListen } from './listen.js';
 import { isSemver } from './semver.js';
+import { isCidr } from '../security/client-ip.js';
 
 /** Group and service names: they appear in URLs, metric labels and file names. */
 export const NAME = /^[a-z][a-z0-9-]{0,62}$/;
@@ -315,8 +317,119 @@ const outlier = byKind(OUTLIER_EXPECTED, {
 const LIMITS_EXPECTED = 'a map with concurrency, queue and instanceConcurrency';
 const limits = strict({ concurrency: int(1).optional(), queue: int(0).optional(), instanceConcurrency: int(1).optional() }, LIMITS_EXPECTED);
 
+// ---------------------------------------------------------------- edge policies
+// Authentication, authorization, rate limits, body size and methods: set per
+// group, service and route (docs/security.md).
+
+export const SIZE_EXPECTED = 'a size such as 512KiB, 10MiB or 1GiB, or a number of bytes';
+const sizeOf = (min: number) =>
+  z.union([z.string(), z.number()], expected(SIZE_EXPECTED)).transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined || bytes < min) {
+      ctx.addIssue({ code: 'custom', message: `expected ${SIZE_EXPECTED}${min > 0 ? ` (at least ${min} bytes)` : ''}`, input: value });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const ISSUER_NAME = 'an issuer name (under auth.jwt)';
+const issuerName = z.string(expected(ISSUER_NAME)).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, expected(ISSUER_NAME));
+const AUTH_EXPECTED = 'false, or a map with jwt, apiKey and anonymous';
+const auth = byKind(AUTH_EXPECTED, {
+  boolean: z.literal(false, expected(AUTH_EXPECTED)),
+  object: strict(
+    {
+      jwt: byKind('an issuer name or a list of them', { string: issuerName, array: z.array(issuerName, expected('a list of issuer names')) }).optional(),
+      apiKey: z.boolean(expected('true or false')).optional(),
+      anonymous: z.boolean(expected('true or false')).optional(),
+    },
+    AUTH_EXPECTED,
+  ),
+});
+
+const GLOB_EXPECTED = 'a path glob starting with "/" (* matches one segment, ** any number)';
+export const PATH_GLOB = /^\/[^\s?#]*$/;
+const pathGlob = z.string(expected(GLOB_EXPECTED)).regex(PATH_GLOB, expected(GLOB_EXPECTED));
+const claimValue = z.union([z.string(), z.number(), z.boolean()], expected('a string, number or boolean')).transform(String);
+const RULE_EXPECTED = 'a map with methods, path, roles, scopes, claims and anonymous';
+const authorizeRule = strict(
+  {
+    methods: z.array(method, expected('a list of HTTP methods')).optional(),
+    path: pathGlob.optional(),
+    roles: z.array(nonEmpty('a role'), expected('a list of roles')).optional(),
+    scopes: z.array(nonEmpty('a scope'), expected('a list of scopes')).optional(),
+    claims: z.record(z.string(), claimValue, expected('a map of claim names to values')).optional(),
+    anonymous: z.boolean(expected('true or false')).optional(),
+  },
+  RULE_EXPECTED,
+);
+const authorize = z.array(authorizeRule, expected('a list of rules (maps with methods, path, roles, scopes, claims, anonymous)'));
+
+export const RATE_EXPECTED = 'a rate such as 100/s, 1000/m or 5/10s';
+/** `100/s`, `1000/m`, `5/10s`: a count per duration. */
+export function parseRate(text: string): { count: number; perMs: number } | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\S+)\s*$/.exec(text);
+  if (!m) return undefined;
+  const count = Number(m[1]);
+  const unit = m[2] ?? '';
+  const perMs = parseDuration(/^\d/.test(unit) ? unit : `1${unit}`);
+  return count > 0 && perMs !== undefined && perMs > 0 ? { count, perMs } : undefined;
+}
+const rate = z.string(expected(RATE_EXPECTED)).transform((value, ctx) => {
+  const parsed = parseRate(value);
+  if (parsed === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected ${RATE_EXPECTED}`, input: value });
+    return z.NEVER;
+  }
+  return parsed;
+});
+const RATE_RULE_EXPECTED = `false, ${RATE_EXPECTED}, or a map with rate and burst`;
+const rateRule = byKind(RATE_RULE_EXPECTED, {
+  boolean: z.literal(false, expected(RATE_RULE_EXPECTED)),
+  string: rate,
+  object: strict({ rate, burst: int(1).optional() }, RATE_RULE_EXPECTED),
+});
+const RATE_LIMIT_EXPECTED = 'false, or a map with perIp and perSubject';
+const rateLimit = byKind(RATE_LIMIT_EXPECTED, {
+  boolean: z.literal(false, expected(RATE_LIMIT_EXPECTED)),
+  object: strict({ perIp: rateRule.optional(), perSubject: rateRule.optional() }, RATE_LIMIT_EXPECTED),
+});
+
+/** The edge policy keys: a group, a service and a route may set them. */
+const edgeShape = {
+  auth: auth.optional(),
+  authorize: authorize.optional(),
+  rateLimit: rateLimit.optional(),
+  maxBody: sizeOf(0).optional(),
+  methods: z.array(method, expected('a list of HTTP methods')).min(1, expected('a list of at least one HTTP method')).optional(),
+};
+export const EDGE_KEYS = Object.keys(edgeShape) as (keyof typeof edgeShape)[];
+
+const ROUTE_EXPECTED = 'a map with path and edge policies (auth, authorize, rateLimit, maxBody, methods)';
+const route = strict({ path: pathGlob, ...edgeShape }, ROUTE_EXPECTED);
+
+const FILE_EXPECTED = 'a file path (relative to the manifest folder)';
+const SECRET_EXPECTED = 'a map with env (an environment variable of the node) or file (a path)';
+const secretRef = strict({ env: envKey.optional(), file: nonEmpty(FILE_EXPECTED).optional() }, SECRET_EXPECTED);
+
+const UPSTREAM_TLS_EXPECTED = 'true, or a map with ca, cert, key, serverName and verify';
+const upstreamTls = byKind(UPSTREAM_TLS_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict(
+    {
+      ca: nonEmpty(FILE_EXPECTED).optional(),
+      cert: nonEmpty(FILE_EXPECTED).optional(),
+      key: nonEmpty(FILE_EXPECTED).optional(),
+      serverName: z.string(expected('a host name')).refine(isHost, expected('a host name')).optional(),
+      verify: z.boolean(expected('true or false')).optional(),
+    },
+    UPSTREAM_TLS_EXPECTED,
+  ),
+});
+
 /** Keys a group sets for all its services, and a service for itself. */
 const policyShape = {
+  ...edgeShape,
   balancer: balancer.optional(),
   timeout: positiveDuration.optional(),
   slowStart: duration.optional(),
@@ -331,6 +444,8 @@ const service = strict(
   {
     ...runShape,
     ...policyShape,
+    routes: z.array(route, expected('a list of routes (maps with path and edge policies)')).optional(),
+    tls: upstreamTls.optional(),
     version: semver.optional(),
     stable: semver.optional(),
     versions: z
@@ -387,15 +502,84 @@ const redactPath = z.string(expected(REDACT_EXPECTED)).superRefine((path, ctx) =
   }
 });
 
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+const HSTS_EXPECTED = 'true, false, or a map with maxAge, includeSubDomains and preload';
+export const CIDR_EXPECTED = 'an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8';
+const cidr = z.string(expected(CIDR_EXPECTED)).refine(isCidr, expected(CIDR_EXPECTED));
+
+/** Algorithms a JWT issuer may pin; `none` is not one of them. */
+export const JWT_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+const URL_EXPECTED = 'an http:// or https:// URL';
+const httpUrl = z.string(expected(URL_EXPECTED)).refine((u) => {
+  try {
+    const url = new URL(u);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}, expected(URL_EXPECTED));
+const JWT_ISSUER_EXPECTED = 'a map with issuer, algorithms, one of jwks, jwksFile, publicKey or secret, and optionally audience, clockSkew, rolesClaim, scopesClaim, cacheMaxAge and cooldown';
+const jwtIssuer = strict(
+  {
+    issuer: nonEmpty('the issuer (the iss claim its tokens carry)'),
+    audience: byKind('an audience or a list of them', { string: nonEmpty('an audience'), array: z.array(nonEmpty('an audience'), expected('a list of audiences')) }).optional(),
+    algorithms: z.array(z.enum(JWT_ALGORITHMS, expected(`one of ${JWT_ALGORITHMS.join(' | ')}`)), expected('a list of algorithms')).min(1, expected('at least one algorithm')),
+    jwks: httpUrl.optional(),
+    jwksFile: nonEmpty(FILE_EXPECTED).optional(),
+    publicKey: nonEmpty(FILE_EXPECTED).optional(),
+    secret: secretRef.optional(),
+    clockSkew: durationOf('a duration from 0 to 5m', 0).refine((ms) => ms <= 300_000, expected('a duration from 0 to 5m')).optional(),
+    rolesClaim: nonEmpty('a claim name').optional(),
+    scopesClaim: nonEmpty('a claim name').optional(),
+    cacheMaxAge: positiveDuration.optional(),
+    cooldown: positiveDuration.optional(),
+  },
+  JWT_ISSUER_EXPECTED,
+);
+
 const NODE_EXPECTED = 'a node name of letters, digits, ".", "_" and "-" (at most 253 characters)';
 
 export const manifestSchema = z.preprocess(withoutExtensions, strict(
   {
     node: z.string(expected(NODE_EXPECTED)).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, expected(NODE_EXPECTED)).optional(),
-    gateway: strict({ listen: listen.optional() }, 'a map with listen').optional(),
+    gateway: strict(
+      {
+        listen: listen.optional(),
+        tls: strict(
+          {
+            listen: listen.optional(),
+            cert: nonEmpty(FILE_EXPECTED),
+            key: nonEmpty(FILE_EXPECTED),
+            minVersion: z.enum(TLS_VERSIONS, expected(`one of ${TLS_VERSIONS.join(' | ')}`)).optional(),
+            redirect: z.boolean(expected('true or false')).optional(),
+            hsts: byKind(HSTS_EXPECTED, {
+              boolean: z.boolean(),
+              object: strict({ maxAge: duration.optional(), includeSubDomains: z.boolean(expected('true or false')).optional(), preload: z.boolean(expected('true or false')).optional() }, HSTS_EXPECTED),
+            }).optional(),
+          },
+          'a map with listen, cert, key, minVersion, redirect and hsts',
+        ).optional(),
+        trustedProxies: z.array(cidr, expected('a list of addresses or CIDR ranges')).optional(),
+        connections: strict({ max: int(1).optional(), perIp: int(1).optional(), maxRequests: int(0).optional() }, 'a map with max, perIp and maxRequests').optional(),
+        timeouts: strict(
+          { headers: positiveDuration.optional(), request: positiveDuration.optional(), idle: positiveDuration.optional(), keepAlive: positiveDuration.optional() },
+          'a map with headers, request, idle and keepAlive',
+        ).optional(),
+        maxHeaderSize: sizeOf(1024).optional(),
+        maxHeaders: int(1, 1000).optional(),
+      },
+      'a map with listen, tls, trustedProxies, connections, timeouts, maxHeaderSize and maxHeaders',
+    ).optional(),
     admin: strict(
       { listen: listen.optional(), allowRemote: z.boolean(expected('true or false')).optional() },
       'a map with listen and allowRemote',
+    ).optional(),
+    auth: strict(
+      {
+        jwt: z.record(issuerName, jwtIssuer, expected('a map of issuer names to issuers')).optional(),
+        identityKey: secretRef.optional(),
+      },
+      'a map with jwt (issuers) and identityKey',
     ).optional(),
     dataDir: nonEmpty('a folder path (relative to the manifest folder)').optional(),
     instanceHost: z.string(expected('a host name or IP address')).refine(isHost, expected('a host name or IP address')).optional(),
@@ -410,7 +594,7 @@ export const manifestSchema = z.preprocess(withoutExtensions, strict(
       .record(nameKey, group, expected('a map of group names to groups'))
       .refine((r) => Object.keys(r).length > 0, nonEmptyMap('group')),
   },
-  'a map with groups (and optionally node, gateway, admin, dataDir, instanceHost, log)',
+  'a map with groups (and optionally node, gateway, admin, auth, dataDir, instanceHost, log)',
 ));
 
 /** The manifest as zod hands it over: shapes checked, durations in ms, nothing defaulted yet. */
@@ -422,3 +606,11 @@ export type RestartInput = NonNullable<ServiceInput['restart']>;
 export type EndpointInput = NonNullable<GroupInput['endpoint']>;
 /** The policy keys as a group or a service gives them. */
 export type PolicyInput = Pick<ServiceInput, (typeof POLICY_KEYS)[number]>;
+/** The edge policy keys as a group, a service or a route gives them. */
+export type EdgeInput = Pick<ServiceInput, (typeof EDGE_KEYS)[number]>;
+export type RouteInput = NonNullable<ServiceInput['routes']>[number];
+export type GatewayInput = NonNullable<ManifestInput['gateway']>;
+export type AuthInput = NonNullable<ManifestInput['auth']>;
+export type JwtIssuerInput = NonNullable<AuthInput['jwt']>[string];
+export type SecretRefInput = NonNullable<AuthInput['identityKey']>;
+export type UpstreamTlsInput = NonNullable<ServiceInput['tls']>;

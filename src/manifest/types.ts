@@ -120,6 +120,159 @@ export interface LimitsSpec {
   instanceConcurrency: number;
 }
 
+// ---------------------------------------------------------------- edge security
+// docs/security.md gives each protection, its default and why.
+
+/** A secret given by reference, never inline: its value is read when the node starts and never logged. */
+export type SecretRef = { env: string } | { /** Absolute path. */ file: string };
+
+/** Where an issuer's verification keys come from. */
+export type JwtKeysSpec =
+  /** A JWKS document over HTTP(S): cached, refetched on an unknown `kid` (at most once per cooldown) and when older than maxAge. */
+  | { kind: 'jwks'; url: string; cacheMaxAgeMs: number; cooldownMs: number }
+  /** A JWKS document in a file (absolute path), re-read when the file changes. */
+  | { kind: 'jwks-file'; file: string }
+  /** A PEM public key (SPKI) in a file (absolute path). */
+  | { kind: 'public-key'; file: string }
+  /** A shared secret for HS256/384/512. */
+  | { kind: 'secret'; secret: SecretRef };
+
+/** One JWT issuer (`auth.jwt.<name>`): the only one whose tokens are checked against these keys. */
+export interface JwtIssuerSpec {
+  name: string;
+  /** The `iss` a token must carry. */
+  issuer: string;
+  /** A token's `aud` must contain one of these (empty: `aud` not checked). */
+  audience: string[];
+  /** The algorithms accepted from this issuer: pinned, never `none`. */
+  algorithms: string[];
+  keys: JwtKeysSpec;
+  /** Tolerance on `exp` and `nbf` (and `iat` in the future). */
+  clockSkewMs: number;
+  /** Claim holding the subject's roles (a list, or a space-separated string). */
+  rolesClaim: string;
+  /** Claim holding the scopes (`scope`: a space-separated string; `scp`: a list). */
+  scopesClaim: string;
+}
+
+/** Who must prove what to reach a service (or route). */
+export interface AuthSpec {
+  /** Issuers (names under `auth.jwt`) whose bearer tokens are accepted. */
+  jwt: string[];
+  /** Whether an API key (`x-api-key`) scoped to the group is accepted. */
+  apiKey: boolean;
+  /** A request with no credentials at all passes as anonymous; credentials that fail are still 401. */
+  anonymous: boolean;
+}
+
+/**
+ * One authorization rule. It applies to a request when its methods and path
+ * match; it admits the request when the identity meets every condition it
+ * sets. A request is admitted when some rule that applies admits it, and
+ * refused (403) otherwise: default deny.
+ */
+export interface AuthorizeRule {
+  /** Upper-case methods; null: any. */
+  methods: string[] | null;
+  /** A glob on the path the instance sees (`*` one segment, `**` any number); null: any. */
+  path: string | null;
+  /** The identity holds at least one of these roles; null: no condition. */
+  roles: string[] | null;
+  /** The identity holds every one of these scopes; null: no condition. */
+  scopes: string[] | null;
+  /** Each claim equals the value (or, for a list claim, contains it); null: no condition. */
+  claims: Record<string, string> | null;
+  /** Whether an anonymous request may be admitted by this rule (only with `auth.anonymous`). */
+  anonymous: boolean;
+}
+
+/** A token bucket: `ratePerSecond` tokens added per second, holding at most `burst`. */
+export interface RateRule {
+  ratePerSecond: number;
+  burst: number;
+}
+
+/** Buckets per service (or route), per client key. */
+export interface RateLimitSpec {
+  /** Keyed by the client's address (X-Forwarded-For only from trusted proxies). */
+  perIp: RateRule | null;
+  /** Keyed by the authenticated subject (JWT `sub`, API key); anonymous requests are not counted here. */
+  perSubject: RateRule | null;
+}
+
+/** The edge policies: set per group, service and route (each overriding the one before, key by key). */
+export interface EdgePolicySpec {
+  /** null: no authentication; every request is anonymous and `authorize` does not apply. */
+  auth: AuthSpec | null;
+  authorize: AuthorizeRule[];
+  rateLimit: RateLimitSpec;
+  /** Request bodies larger than this get 413. */
+  maxBodyBytes: number;
+  /** Methods allowed (upper case); others get 405 with `Allow`. null: any. */
+  methods: string[] | null;
+}
+
+/** A route of a service: requests whose path matches `path` take its edge policies instead of the service's. */
+export interface RouteSpec {
+  /** Glob on the path the instance sees (`/public/**`). Routes are tried in manifest order; the first match wins. */
+  path: string;
+  edge: EdgePolicySpec;
+}
+
+/** How Berth reaches a service's instances over TLS (files are absolute paths). */
+export interface UpstreamTlsSpec {
+  /** CA bundle (PEM) that signs the instances' certificates; absent: the system's CAs. */
+  caFile?: string;
+  /** Client certificate and key for mutual TLS. */
+  certFile?: string;
+  keyFile?: string;
+  /** Name checked against the instance's certificate (default: the instance's address). */
+  serverName?: string;
+  /** false skips certificate verification (a self-signed instance in development): logged as a warning at start. */
+  verify: boolean;
+}
+
+/** The HTTPS listener. */
+export interface TlsListenerSpec {
+  listen: ListenSpec;
+  /** PEM files (absolute), reloaded when they change; a bad pair keeps the one in use. */
+  certFile: string;
+  keyFile: string;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** The plain listener answers every request with 308 to the HTTPS one. */
+  redirect: boolean;
+  /** Strict-Transport-Security on HTTPS responses; null: not sent. */
+  hsts: { maxAgeSeconds: number; includeSubDomains: boolean; preload: boolean } | null;
+}
+
+/** Connection-level protections of the gateway's listeners. */
+export interface EdgeSpec {
+  /** CIDRs (or addresses) whose X-Forwarded-For is believed. Empty: nobody's. */
+  trustedProxies: string[];
+  connections: {
+    /** Open client connections in total; past it new ones are closed at once. */
+    max: number;
+    /** Open client connections per client address. */
+    perIp: number;
+    /** Requests on one keep-alive connection, after which it is closed (Connection: close). 0: no limit. */
+    maxRequests: number;
+  };
+  timeouts: {
+    /** From a connection's first byte (or a keep-alive request's) to the end of its headers: slowloris. */
+    headersMs: number;
+    /** To receive a whole request, body included: slow bodies. */
+    requestMs: number;
+    /** A connection with no bytes either way for this long is closed. */
+    idleMs: number;
+    /** Between requests on a keep-alive connection. */
+    keepAliveMs: number;
+  };
+  /** Bytes of request line and headers; past it 431. */
+  maxHeaderBytes: number;
+  /** Header fields in a request; past it 431. */
+  maxHeaders: number;
+}
+
 /** Every policy of a service's requests, defaults applied (group, then service, override them). */
 export interface PolicySpec {
   balancer: BalancerSpec;
@@ -131,6 +284,8 @@ export interface PolicySpec {
   breaker: { instance: BreakerSpec | null; service: BreakerSpec | null };
   outlier: OutlierSpec | null;
   limits: LimitsSpec;
+  /** Authentication, authorization, rate limits, body size and methods of requests that match no route. */
+  edge: EdgePolicySpec;
 }
 
 export interface ServiceSpec {
@@ -138,12 +293,18 @@ export interface ServiceSpec {
   name: string;
   stable: string;
   policies: PolicySpec;
+  /** Paths with edge policies of their own, in manifest order. */
+  routes: RouteSpec[];
+  /** null: instances are reached over plain HTTP. */
+  upstreamTls: UpstreamTlsSpec | null;
   versions: VersionSpec[];
 }
 
 export interface GroupSpec {
   name: string;
   endpoint: EndpointSpec;
+  /** The group's own policies (defaults ← group): what a service registered from outside into the group gets. */
+  policies: PolicySpec;
   services: ServiceSpec[];
 }
 
@@ -159,7 +320,12 @@ export interface NodeSpec {
   dir: string;
   /** This node's name in the catalog (default: the host name). */
   nodeName: string;
-  gateway: { listen: ListenSpec };
+  gateway: { listen: ListenSpec; tls: TlsListenerSpec | null; edge: EdgeSpec };
+  auth: {
+    jwt: JwtIssuerSpec[];
+    /** Key of the identity signature (x-berth-signature); null: a key generated once into the data dir. */
+    identityKey: SecretRef | null;
+  };
   admin: { listen: ListenSpec };
   /** Absolute data directory. */
   dataDir: string;

@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 
-/** Header lines a request may have. */
+/** Header lines a request may have, unless the manifest says otherwise (`gateway.maxHeaders`). */
 export const MAX_HEADERS = 100;
 
 export type TargetCheck = { ok: true; url: string } | { ok: false; reason: string };
@@ -85,10 +85,10 @@ export function normalizeTarget(url: string): TargetCheck {
  * Framing that Node's parser lets through but that a proxy must not forward
  * as is: null when the request is well framed, else why not and the status.
  */
-export function framingProblem(req: IncomingMessage): { status: 400 | 431 | 501; reason: string } | null {
+export function framingProblem(req: IncomingMessage, maxHeaders = MAX_HEADERS): { status: 400 | 431 | 501; reason: string } | null {
   const raw = req.rawHeaders;
   // Node truncates past 2,000 headers without a word; a request with more than a hundred is refused (Envoy's default).
-  if (raw.length > 2 * MAX_HEADERS) return { status: 431, reason: `more than ${MAX_HEADERS} headers` };
+  if (raw.length > 2 * maxHeaders) return { status: 431, reason: `more than ${maxHeaders} headers` };
   let hosts = 0;
   let transferEncoding: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
 import type { Clock, Timer } from '../clock.js';
 import { isBerthError } from '../errors.js';
-import { createCheck } from '../health/checks/index.js';
+import { createCheck, type ConnectOptions } from '../health/checks/index.js';
 import { HealthMonitor } from '../health/monitor.js';
 import type { VersionSpec } from '../manifest/types.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -34,6 +34,10 @@ export interface InstanceDeps {
   random?: () => number;
   /** The node's admin API URL, given to instances as BERTH_ADMIN (berth/client finds discovery there); read at each start. */
   adminUrl?: () => string | undefined;
+  /** The key that signs identity headers (base64url), given to instances as BERTH_IDENTITY_KEY so they can verify them. */
+  identityKey?: () => string | undefined;
+  /** TLS to the instances of a version whose service is reached over TLS (`tls:`): its checks use it too. One object per service. */
+  checkTls?: (spec: VersionSpec) => ConnectOptions | undefined;
 }
 
 /** Variables passed through from Berth's own environment so commands resolve and locales work. */
@@ -217,7 +221,7 @@ export class InstanceController {
     }
     this.#process = proc;
     this.#deps.watchdog?.watch(proc.pid);
-    const check = createCheck(spec.health.check);
+    const check = createCheck(spec.health.check, this.#deps.checkTls?.(spec));
     this.#update({
       pid: proc.pid,
       startedAt: new Date(this.#deps.clock.now()).toISOString(),
@@ -253,6 +257,7 @@ export class InstanceController {
   #environment(port: number): Record<string, string> {
     const env: Record<string, string> = {};
     const admin = this.#deps.adminUrl?.();
+    const identityKey = this.#deps.identityKey?.();
     for (const name of INHERITED_ENV) {
       const value = process.env[name];
       if (value !== undefined) env[name] = value;
@@ -267,6 +272,7 @@ export class InstanceController {
       BERTH_INSTANCE: this.id,
       BERTH_NODE: this.#deps.nodeName,
       ...(admin !== undefined ? { BERTH_ADMIN: admin } : {}),
+      ...(identityKey !== undefined ? { BERTH_IDENTITY_KEY: identityKey } : {}),
     };
   }
 

@@ -30,6 +30,7 @@ export class AccessLog extends NullObserver {
         bytesOut: r.bytesOut,
         durationMs: Math.round(r.durationMs * 100) / 100,
         clientIp: r.clientIp,
+        ...(r.subject !== null ? { subject: r.subject } : {}),
         ...(r.error ? { error: r.error } : {}),
         ...(r.retries > 0 ? { retries: r.retries } : {}),
       },

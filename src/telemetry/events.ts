@@ -31,6 +31,10 @@ export const Events = {
   breakerClosed: 'breaker.closed',
   instanceEjected: 'instance.ejected',
   instanceReturned: 'instance.returned',
+  authKeysUnavailable: 'auth.keys-unavailable',
+  gatewayCertificateReloaded: 'gateway.certificate-reloaded',
+  gatewayCertificateRejected: 'gateway.certificate-rejected',
+  gatewayConnectionRefused: 'gateway.connection-refused',
 } as const;
 
 export type EventName = (typeof Events)[keyof typeof Events];

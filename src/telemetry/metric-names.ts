@@ -76,7 +76,7 @@ export const MetricNames = {
   },
   gatewayRejected: {
     name: 'berth_gateway_rejected_total',
-    help: 'Requests the gateway refused itself with 503, by route and reason: circuit-open (the service breaker) or overloaded (its concurrency limit and queue are full).',
+    help: 'Requests the gateway refused itself, by route and reason: circuit-open (the service breaker, 503), overloaded (its concurrency limit and queue are full, 503), rate-limited (429), unauthenticated (401), forbidden (403), method-not-allowed (405), body-too-large (413).',
     labelNames: [...ROUTE, Label.reason],
   },
   circuitBreakerState: {
@@ -98,6 +98,11 @@ export const MetricNames = {
     name: 'berth_outlier_ejected_instances',
     help: 'Instances currently ejected by outlier detection, by route.',
     labelNames: ROUTE,
+  },
+  gatewayConnectionsRefused: {
+    name: 'berth_gateway_connections_refused_total',
+    help: 'Client connections closed on arrival, by reason: total (gateway.connections.max open already) or per-ip (gateway.connections.perIp open from that address).',
+    labelNames: [Label.reason],
   },
   routeTableRebuild: {
     name: 'berth_route_table_rebuild_seconds',

@@ -54,6 +54,7 @@ function request(fields: Partial<RequestRecord> = {}): RequestRecord {
     clientIp: '127.0.0.1',
     error: null,
     retries: 0,
+    subject: null,
     ...fields,
   };
 }

@@ -29,7 +29,9 @@ export const UPSTREAM_FAILURE_KINDS = ['connect', 'timeout', 'reset'] as const s
 /** Values of the `reason` label of retries. */
 export const RETRY_REASONS = ['connect', 'reset', 'timeout', 'status'] as const;
 /** Values of the `reason` label of the gateway's own refusals. */
-export const REJECT_REASONS = ['circuit-open', 'overloaded'] as const;
+export const REJECT_REASONS = ['circuit-open', 'overloaded', 'rate-limited', 'unauthenticated', 'forbidden', 'method-not-allowed', 'body-too-large'] as const;
+/** The error code of each refusal, by REJECT_REASONS index. */
+const REJECT_CODES: readonly string[] = ['BERTH_ERR_CIRCUIT_OPEN', 'BERTH_ERR_OVERLOADED', 'BERTH_ERR_RATE_LIMITED', 'BERTH_ERR_UNAUTHENTICATED', 'BERTH_ERR_FORBIDDEN', 'BERTH_ERR_METHOD_NOT_ALLOWED', 'BERTH_ERR_BODY_TOO_LARGE'];
 /** Values of the `reason` label of ejections. */
 export const OUTLIER_REASONS = ['consecutive-errors', 'consecutive-gateway-errors', 'latency'] as const;
 
@@ -109,6 +111,7 @@ export class Metrics implements GatewayObserver {
   #inFlight = 0;
   readonly #breakers = new Map<string, BreakerStats>();
 
+  readonly #connectionsRefused: Counter<LabelName>;
   readonly #routeTableRebuild: Histogram<LabelName>;
   readonly #routeTableRoutes: Gauge<LabelName>;
   readonly #routeTableInstances: Gauge<LabelName>;
@@ -222,6 +225,9 @@ export class Metrics implements GatewayObserver {
       },
     });
 
+    // A refused connection is the flood case, not the hot path: plain prom-client.
+    this.#connectionsRefused = new Counter<LabelName>({ ...definition(MetricNames.gatewayConnectionsRefused), registers });
+
     // Route table: updated once per compile, off the hot path, so plain prom-client.
     this.#routeTableRebuild = new Histogram<LabelName>({
       ...definition(MetricNames.routeTableRebuild),
@@ -319,7 +325,8 @@ export class Metrics implements GatewayObserver {
   }
 
   rejected(route: RouteRef, code: string): void {
-    this.#routeStats(route.group, route.service, route.version).rejected[code === 'BERTH_ERR_CIRCUIT_OPEN' ? 0 : 1]!++;
+    const i = REJECT_CODES.indexOf(code);
+    if (i !== -1) this.#routeStats(route.group, route.service, route.version).rejected[i]!++;
   }
 
   breakerChanged(scope: { group: string; service: string; version?: string; instance?: string }, _from: BreakerStateName, to: BreakerStateName): void {
@@ -343,6 +350,10 @@ export class Metrics implements GatewayObserver {
     stats.ejected.add(scope.instance);
     const i = OUTLIER_REASONS.indexOf(reason as (typeof OUTLIER_REASONS)[number]);
     if (i >= 0) stats.ejections[i]!++;
+  }
+
+  connectionRefused(reason: 'total' | 'per-ip'): void {
+    this.#connectionsRefused.inc({ reason });
   }
 
   routeTableBuilt(info: { durationMs: number; routes: number; instances: number }): void {

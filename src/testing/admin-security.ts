@@ -3,13 +3,15 @@ import type { AdminSecurity } from '../admin/api.js';
 import { AuditLog } from '../admin/audit.js';
 import { AdminTokens, type Role } from '../admin/tokens.js';
 import type { Store } from '../catalog/store.js';
+import { ApiKeys } from '../security/api-keys.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../telemetry/logger.js';
 
-/** The admin API's security for a test: tokens in `store`, the audit log in `dir`, and one token per role. */
+/** The admin API's security for a test: tokens and API keys in `store`, the audit log in `dir`, and one token per role. */
 export interface TestSecurity {
   security: AdminSecurity;
   tokens: AdminTokens;
+  apiKeys: ApiKeys;
   audit: AuditLog;
   /** A secret per role. */
   secrets: Record<Role, string>;
@@ -18,6 +20,7 @@ export interface TestSecurity {
 
 export async function testSecurity(store: Store, dir: string, options: { logger?: Logger; clock?: Clock } = {}): Promise<TestSecurity> {
   const tokens = await AdminTokens.open(store, options.clock ? { clock: options.clock } : {});
+  const apiKeys = await ApiKeys.open(store, options.clock ? { clock: options.clock } : {});
   const audit = await AuditLog.open(dir, options.logger ?? pino({ level: 'silent' }));
   const secrets = {
     viewer: (await tokens.create('test-viewer', 'viewer')).secret,
@@ -25,12 +28,14 @@ export async function testSecurity(store: Store, dir: string, options: { logger?
     admin: (await tokens.create('test-admin', 'admin')).secret,
   };
   return {
-    security: { tokens, audit },
+    security: { tokens, apiKeys, audit },
     tokens,
+    apiKeys,
     audit,
     secrets,
     close: async () => {
       await audit.close();
+      await apiKeys.close();
       await tokens.close();
     },
   };

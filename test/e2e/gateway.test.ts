@@ -7,6 +7,8 @@ import { BerthProcess, makeProject, testManifest } from '../support/node-process
 
 const MANIFEST = testManifest(`groups:
   core:
+    # The 50 MiB upload: above the default 10 MiB limit.
+    maxBody: 64MiB
     services:
       web:
         command: node web.mjs

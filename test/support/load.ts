@@ -37,7 +37,8 @@ export async function steadyLoad(
         const text = await res.body.text();
         entry.status = res.statusCode;
         entry.durationMs = performance.now() - t0 - entry.startedAt;
-        entry.ok = res.statusCode < 500;
+        // A 429 is a failure here too: a load test that runs into the edge's rate limit measures nothing else.
+        entry.ok = res.statusCode < 500 && res.statusCode !== 429;
         if (entry.ok) entry.instance = (JSON.parse(text) as { instance?: string }).instance;
         else entry.error = text.slice(0, 200);
       } catch (err) {

@@ -1,11 +1,18 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { after, describe, it } from 'node:test';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { TLSSocket } from 'node:tls';
+import { makeCerts, type Certs } from '../../../test/support/certs.js';
 import type { CheckSpec } from '../../manifest/types.js';
 import type { CheckTarget } from '../types.js';
-import { HttpCheck, closeHttpChecks } from './http.js';
+import { HttpCheck, closeHttpChecks, type ConnectOptions } from './http.js';
+import { createCheck } from './index.js';
 
 type HttpSpec = Extract<CheckSpec, { kind: 'http' }>;
 
@@ -18,10 +25,10 @@ interface TestServer {
   close(): Promise<void>;
 }
 
-async function serve(handler: http.RequestListener): Promise<TestServer> {
-  const server = http.createServer(handler);
+async function serve(handler: http.RequestListener, tls?: https.ServerOptions): Promise<TestServer> {
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   const sockets: Socket[] = [];
-  server.on('connection', (socket) => sockets.push(socket));
+  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => sockets.push(socket));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return {
@@ -228,5 +235,95 @@ describe('HttpCheck', { timeout: 10_000 }, () => {
     controller.abort();
     const result = await new HttpCheck(spec()).run(target(1), controller.signal);
     assert.deepEqual(result, { status: 'critical', output: 'timeout' });
+  });
+});
+
+describe('HttpCheck over TLS', { timeout: 10_000 }, () => {
+  let root: string;
+  let certs: Certs;
+  let clientTls: ConnectOptions;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'berth-http-check-'));
+    certs = await makeCerts(root);
+    clientTls = { ca: certs.ca.cert, cert: certs.client.cert, key: certs.client.key, rejectUnauthorized: true };
+  });
+  after(async () => {
+    await closeHttpChecks();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** An instance that only talks to clients with a certificate from the test CA; answers with the client's CN. */
+  const mutualTls = (): Promise<TestServer> =>
+    serve(
+      (req, res) => res.end((req.socket as TLSSocket).getPeerCertificate().subject.CN),
+      { cert: certs.server.cert, key: certs.server.key, ca: certs.ca.cert, requestCert: true, rejectUnauthorized: true },
+    );
+
+  it('probes-over-https-with-the-client-certificate-and-closes-the-connection', async () => {
+    let client = '';
+    const server = await serve(
+      (req, res) => {
+        client = String((req.socket as TLSSocket).getPeerCertificate().subject.CN);
+        res.end('ok');
+      },
+      { cert: certs.server.cert, key: certs.server.key, ca: certs.ca.cert, requestCert: true, rejectUnauthorized: true },
+    );
+    try {
+      const result = await new HttpCheck(spec(), clientTls).run(target(server.port), signal());
+      assert.deepEqual(result, { status: 'passing', output: 'HTTP 200' });
+      assert.equal(client, 'berth-test-client');
+      const socket = server.sockets[0];
+      assert.ok(socket);
+      await closed(socket);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('is-critical-without-the-client-certificate-the-instance-requires', async () => {
+    const server = await mutualTls();
+    try {
+      const result = await new HttpCheck(spec(), { ca: certs.ca.cert, rejectUnauthorized: true }).run(target(server.port), signal());
+      assert.equal(result.status, 'critical');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('is-critical-when-the-instance-certificate-is-not-trusted', async () => {
+    const server = await serve((_req, res) => res.end('ok'), { cert: certs.other.cert, key: certs.other.key });
+    try {
+      const result = await new HttpCheck(spec(), clientTls).run(target(server.port), signal());
+      assert.deepEqual(result, { status: 'critical', output: 'unable to verify the first certificate' });
+      // The same instance passes once verification is off: the failure above was the certificate's.
+      const lax = await new HttpCheck(spec(), { rejectUnauthorized: false }).run(target(server.port), signal());
+      assert.deepEqual(lax, { status: 'passing', output: 'HTTP 200' });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('is-critical-when-probing-plain-http-with-tls-settings', async () => {
+    const server = await serve((_req, res) => res.end('ok'));
+    try {
+      const result = await new HttpCheck(spec(), clientTls).run(target(server.port), signal());
+      assert.equal(result.status, 'critical');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('create-check-passes-the-tls-settings-on-and-checks-run-again-after-close', async () => {
+    const server = await mutualTls();
+    try {
+      const check = createCheck(spec(), clientTls);
+      assert.ok(check);
+      assert.deepEqual(await check.run(target(server.port), signal()), { status: 'passing', output: 'HTTP 200' });
+      await closeHttpChecks();
+      assert.deepEqual(await check.run(target(server.port), signal()), { status: 'passing', output: 'HTTP 200' });
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -1,9 +1,11 @@
-import { Agent, request } from 'undici';
+import { Agent, request, type buildConnector } from 'undici';
 import type { CheckSpec } from '../../manifest/types.js';
 import type { Check, CheckTarget } from '../types.js';
 import { describeError } from './tcp.js';
 
 type HttpSpec = Extract<CheckSpec, { kind: 'http' }>;
+/** TLS settings for probing over HTTPS: undici's `connect` options (`ca`, `cert`, `key`, `servername`, `rejectUnauthorized`). */
+export type ConnectOptions = buildConnector.BuildOptions;
 type Outcome = Awaited<ReturnType<Check['run']>>;
 
 /** At most this much of a response body is read; the rest is discarded with the connection. */
@@ -19,16 +21,30 @@ const SNIPPET_CAP = 200;
  */
 let agent: Agent | undefined;
 
-function checkAgent(): Agent {
-  agent ??= new Agent({ pipelining: 0 });
-  return agent;
+/*
+ * Checks over TLS get an agent per set of connect options (by identity: the
+ * instances of a service share theirs), so a client certificate or CA is
+ * only ever offered to the instances it was given for.
+ */
+const tlsAgents = new Map<ConnectOptions, Agent>();
+
+function checkAgent(tls: ConnectOptions | undefined): Agent {
+  if (tls === undefined) return (agent ??= new Agent({ pipelining: 0 }));
+  let tlsAgent = tlsAgents.get(tls);
+  if (!tlsAgent) {
+    tlsAgent = new Agent({ pipelining: 0, connect: tls });
+    tlsAgents.set(tls, tlsAgent);
+  }
+  return tlsAgent;
 }
 
 /** Closes the connections HTTP checks hold (none between checks); call on node shutdown. */
 export async function closeHttpChecks(): Promise<void> {
-  const closing = agent;
+  const closing = [...tlsAgents.values()];
+  if (agent) closing.push(agent);
   agent = undefined;
-  await closing?.close();
+  tlsAgents.clear();
+  await Promise.all(closing.map((a) => a.close()));
 }
 
 /**
@@ -39,9 +55,12 @@ export async function closeHttpChecks(): Promise<void> {
 export class HttpCheck implements Check {
   readonly #spec: HttpSpec;
   readonly #headers: Record<string, string>;
+  readonly #tls: ConnectOptions | undefined;
 
-  constructor(spec: HttpSpec) {
+  /** With `tls`, the instance is probed over HTTPS with those settings (its service's `upstreamTls`). */
+  constructor(spec: HttpSpec, tls?: ConnectOptions) {
     this.#spec = spec;
+    this.#tls = tls;
     const headers: Record<string, string> = { 'user-agent': 'berth-health-check' };
     for (const [name, value] of Object.entries(spec.headers)) headers[name.toLowerCase()] = value;
     this.#headers = headers;
@@ -51,13 +70,13 @@ export class HttpCheck implements Check {
     if (signal.aborted) return { status: 'critical', output: 'timeout' };
     const host = target.host.includes(':') ? `[${target.host}]` : target.host;
     const path = this.#spec.path.startsWith('/') ? this.#spec.path : `/${this.#spec.path}`;
-    const url = `http://${host}:${this.#spec.port ?? target.port}${path}`;
+    const url = `${this.#tls ? 'https' : 'http'}://${host}:${this.#spec.port ?? target.port}${path}`;
     try {
       const res = await request(url, {
         method: this.#spec.method,
         headers: this.#headers,
         signal,
-        dispatcher: checkAgent(),
+        dispatcher: checkAgent(this.#tls),
       });
       const body = await readCapped(res.body);
       const code = res.statusCode;

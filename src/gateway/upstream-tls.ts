@@ -1,0 +1,82 @@
+import { isDeepStrictEqual } from 'node:util';
+import { Agent, type Dispatcher } from 'undici';
+import type { ServiceSpec, UpstreamTlsSpec } from '../manifest/types.js';
+import { upstreamConnectOptions, type UpstreamConnectOptions } from '../security/tls.js';
+
+export interface UpstreamPoolOptions {
+  /** Keep-alive connections per instance. */
+  connections: number;
+  keepAliveTimeout: number;
+  keepAliveMaxTimeout: number;
+}
+
+/**
+ * Connections from the gateway to instances: one shared agent for plain HTTP,
+ * and one per service that is reached over TLS (`tls:` in the manifest), with
+ * that service's CA, client certificate and server name. A reload that
+ * changes a service's TLS settings gives it a new agent; the old one finishes
+ * its requests and closes.
+ */
+export class UpstreamTls {
+  readonly #options: UpstreamPoolOptions;
+  /** For services reached over plain HTTP. */
+  readonly dispatcher: Agent;
+  readonly #secure = new Map<string, { spec: UpstreamTlsSpec; connect: UpstreamConnectOptions; agent: Agent }>();
+
+  constructor(options: UpstreamPoolOptions) {
+    this.#options = options;
+    this.dispatcher = new Agent(options);
+  }
+
+  /**
+   * Takes the services of a manifest. Reads every certificate file first: one
+   * that cannot be read fails the whole call (BERTH_ERR_TLS_MATERIAL) and
+   * changes nothing.
+   */
+  async configure(services: readonly ServiceSpec[]): Promise<void> {
+    const wanted = new Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>();
+    for (const service of services) {
+      if (service.upstreamTls === null) continue;
+      const key = keyOf(service);
+      const known = this.#secure.get(key);
+      wanted.set(key, known && isDeepStrictEqual(known.spec, service.upstreamTls) ? { spec: service.upstreamTls } : { spec: service.upstreamTls, connect: await upstreamConnectOptions(service.upstreamTls) });
+    }
+    const retired: Agent[] = [];
+    for (const [key, entry] of this.#secure) {
+      const want = wanted.get(key);
+      if (want && !want.connect) continue;
+      this.#secure.delete(key);
+      retired.push(entry.agent);
+    }
+    for (const [key, want] of wanted) {
+      if (!want.connect) continue;
+      this.#secure.set(key, { spec: want.spec, connect: want.connect, agent: new Agent({ ...this.#options, connect: want.connect }) });
+    }
+    // Requests in flight on a retired agent finish; it then closes its connections.
+    for (const agent of retired) void agent.close().catch(() => undefined);
+  }
+
+  /** Whether the service's instances are reached over TLS (their origin is https://). */
+  secure(service: Pick<ServiceSpec, 'group' | 'name'>): boolean {
+    return this.#secure.has(keyOf(service));
+  }
+
+  dispatcherFor(service: Pick<ServiceSpec, 'group' | 'name'>): Dispatcher {
+    return this.#secure.get(keyOf(service))?.agent ?? this.dispatcher;
+  }
+
+  /** The TLS options of a service, for connections the gateway opens itself (WebSocket upgrades). */
+  connectOptionsFor(service: Pick<ServiceSpec, 'group' | 'name'>): UpstreamConnectOptions | undefined {
+    return this.#secure.get(keyOf(service))?.connect;
+  }
+
+  async close(): Promise<void> {
+    const agents = [this.dispatcher, ...[...this.#secure.values()].map((e) => e.agent)];
+    this.#secure.clear();
+    await Promise.all(agents.map((a) => a.close()));
+  }
+}
+
+function keyOf(service: Pick<ServiceSpec, 'group' | 'name'>): string {
+  return `${service.group}/${service.name}`;
+}
