@@ -14,6 +14,7 @@ import type { ErrorCode } from '../errors.js';
 import type { AuthSpec, EdgePolicySpec, RateRule, RouteSpec } from '../manifest/types.js';
 import type { ApiKeys } from '../security/api-keys.js';
 import { compileRules, globToRegExp, type Authorizer } from '../security/authorize.js';
+import { rateLimitKey } from '../security/client-ip.js';
 import { ANONYMOUS, type Identity } from '../security/identity.js';
 import { bearerToken, type JwtVerifier } from '../security/jwt.js';
 import { rateLimitHeaders, type RateDecision, type RateLimitStore } from '../security/rate-limit.js';
@@ -104,7 +105,7 @@ export class EdgeGuard {
     }
     const rule = edge.spec.rateLimit.perIp;
     if (rule === null) return null;
-    return this.#limit(`${edge.bucket}|ip|${clientIp}`, rule, 'client address');
+    return this.#limit(`${edge.bucket}|ip|${rateLimitKey(clientIp)}`, rule, 'client address');
   }
 
   /**

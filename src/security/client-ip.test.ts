@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { TrustedProxies, isCidr, normalizeIp, parseCidr } from './client-ip.js';
+import { TrustedProxies, isCidr, normalizeIp, parseCidr, rateLimitKey } from './client-ip.js';
 
 describe('parseCidr / isCidr', () => {
   it('reads-addresses-and-ranges-of-both-families', () => {
@@ -125,5 +125,14 @@ describe('TrustedProxies', () => {
         for (const right of listed.slice(at + 1)) assert.ok(right.startsWith('10.'), `${right} right of ${client} in ${header}`);
       }),
     );
+  });
+
+  it('keys-ipv6-clients-by-their-64-and-ipv4-clients-by-their-address', () => {
+    assert.equal(rateLimitKey('203.0.113.9'), '203.0.113.9');
+    assert.equal(rateLimitKey('2001:db8:1:2:aaaa:bbbb:cccc:dddd'), '2001:db8:1:2::/64');
+    assert.equal(rateLimitKey('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+    assert.equal(rateLimitKey('2001:DB8:0001:0002:ffff::9'), '2001:db8:1:2::/64');
+    assert.equal(rateLimitKey('2001:db8::'), '2001:db8:0:0::/64');
+    assert.equal(rateLimitKey('::1'), '0:0:0:0::/64');
   });
 });

@@ -59,6 +59,24 @@ export function normalizeIp(address: string): string {
   return isIP(v4) === 4 ? v4 : address;
 }
 
+/**
+ * The key a client address is rate limited by: an IPv4 address itself, an
+ * IPv6 address's /64. One IPv6 client usually holds a whole /64 (SLAAC hands
+ * a host 2^64 addresses), so keying by the full address would let it spread
+ * its requests over as many buckets as it likes.
+ */
+export function rateLimitKey(address: string): string {
+  if (address.indexOf(':') === -1) return address;
+  const at = address.indexOf('::');
+  const head = (at === -1 ? address : address.slice(0, at)).split(':').filter((g) => g !== '');
+  const tail = at === -1 ? [] : address.slice(at + 2).split(':').filter((g) => g !== '');
+  const groups = at === -1 ? head : [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
+    .join(':')}::/64`;
+}
+
 /** Addresses whose trust is remembered: BlockList.check costs ~1.7 µs (it builds a SocketAddress), a Map hit ~20 ns. */
 const MEMO_SIZE = 4_096;
 
