@@ -68,7 +68,16 @@ describe('the shop example', () => {
     assert.equal(charges.json.version, '1.0.0');
     assert.equal((await call('/payments/charges/v2/charges')).json.version, '2.0.0');
     assert.equal((await call('/payments/charges/charges', { headers: { 'accept-version': '^2' } })).json.version, '2.0.0');
-    assert.equal((await call('/payments/refunds/refunds')).status, 200);
+    // refunds is behind an API key; a key without the support role may read, not refund.
+    assert.equal((await call('/payments/refunds/refunds')).status, 401);
+    const created = await runCli(['apikey', 'create', 'desk', '--group', 'payments', '--role', 'support', '-f', file]);
+    assert.equal(created.code, 0, created.stderr);
+    const reader = await runCli(['apikey', 'create', 'viewer', '--group', 'payments', '-f', file]);
+    const desk = { 'x-api-key': created.stdout.trim() };
+    assert.equal((await call('/payments/refunds/refunds', { headers: desk })).status, 200);
+    const refund = JSON.stringify({ chargeId: 'ch_1', amount: 2.5 });
+    assert.equal((await call('/payments/refunds/refunds', { method: 'POST', body: refund, headers: desk })).status, 201);
+    assert.equal((await call('/payments/refunds/refunds', { method: 'POST', body: refund, headers: { 'x-api-key': reader.stdout.trim() } })).status, 403);
     assert.ok((await call('/users/profiles/profiles/ann', { method: 'PUT', body: JSON.stringify({ name: 'Ann' }) })).status < 300);
     assert.equal((await call('/storage/files/files')).status, 200);
     assert.equal((await call('/storage/blobs/blobs')).status, 200);
