@@ -257,7 +257,9 @@ export class BerthNode {
       await this.#gateway?.preflight(next);
       if (!isDeepStrictEqual(current.auth.jwt, next.auth.jwt)) jwt = await this.#jwtVerifier(next);
     } catch (err) {
-      throw this.#refuse(err);
+      // A file or key the new manifest names cannot be read: the reload is refused (409), like one that needs a restart.
+      const reason = err instanceof Error ? err.message : String(err);
+      throw this.#refuse(new BerthError('BERTH_ERR_RELOAD_REFUSED', `reload refused, nothing changed: ${reason}`, { cause: err }));
     }
     if (jwt !== undefined) {
       this.#jwt?.close();

@@ -160,7 +160,6 @@ export class Gateway implements Drainer {
     this.#connections.update({ max: edge.connections.max, perIp: edge.connections.perIp });
     const tls = spec.gateway.tls;
     this.#hsts = tls?.hsts ? hstsHeader(tls.hsts) : undefined;
-    this.#redirectPort = tls?.redirect ? (tls.listen.port === 443 ? '' : `:${tls.listen.port}`) : undefined;
     const wanted = new Map<string, { listen: ListenSpec; main: boolean; tls?: TlsListenerSpec }>();
     wanted.set(`${spec.gateway.listen.host}:${spec.gateway.listen.port}`, { listen: spec.gateway.listen, main: true });
     // The certificate files and the TLS floor are part of the key: changing them opens a new listener.
@@ -181,6 +180,9 @@ export class Gateway implements Drainer {
       if (listener) applyEdge(listener.server, edge);
       else this.#listeners.set(key, await this.#listen(key, want.listen, want.main, want.tls));
     }
+    // The port the HTTPS listener is bound to, not the declared one: they differ when that was 0.
+    const httpsPort = tls?.redirect ? [...this.#listeners.values()].find((l) => l.tls)?.port : undefined;
+    this.#redirectPort = httpsPort === undefined ? undefined : httpsPort === 443 ? '' : `:${httpsPort}`;
     this.#unsubscribe ??= this.#deps.catalog.subscribe(() => this.#queueRebuild());
     this.#rebuild();
   }
@@ -527,6 +529,9 @@ export class Gateway implements Drainer {
     const requestId = requestIdOf(req);
     const checked = normalizeTarget(req.url ?? '/');
     if (!checked.ok) return refuseSocket(socket, 'BERTH_ERR_BAD_PATH', checked.reason, requestId);
+    // The same framing rules as a request: two Host or Authorization headers would reach the instance too.
+    const framing = framingProblem(req, this.#edge?.maxHeaders);
+    if (framing) return refuseSocket(socket, framing.status === 501 ? 'BERTH_ERR_TRANSFER_CODING' : framing.status === 431 ? 'BERTH_ERR_TOO_MANY_HEADERS' : 'BERTH_ERR_BAD_FRAMING', framing.reason, requestId);
     const match = matchRoute(this.#table, { url: checked.url, host: req.headers.host, listenerPort: listener.declaredPort, main: listener.main, acceptVersion: req.headers['accept-version'] as string | undefined });
     if (!match.ok) return refuseSocket(socket, match.code, match.message, requestId);
     const ctx = this.#context(req, performance.now(), requestId, checked.url, 0);
