@@ -23,7 +23,7 @@ export const ErrorCodes = {
   BERTH_ERR_NO_ROUTE: { status: 404, retryable: false, summary: 'The gateway has no route for the request: no group, service or version matches it.' },
   BERTH_ERR_NO_INSTANCE: { status: 503, retryable: true, summary: 'The route exists but no instance of the selected version is passing.' },
   BERTH_ERR_BAD_PATH: { status: 400, retryable: false, summary: 'The request target has no safe canonical form: an encoded slash, backslash or control character, a bad escape, a climb above the root, or an absolute URL.' },
-  BERTH_ERR_BAD_FRAMING: { status: 400, retryable: false, summary: 'The request is framed ambiguously (two Host headers, Transfer-Encoding in HTTP/1.0); the connection is closed after the answer.' },
+  BERTH_ERR_BAD_FRAMING: { status: 400, retryable: false, summary: 'The request is framed ambiguously (two Host or Authorization headers, Transfer-Encoding in HTTP/1.0); the connection is closed after the answer.' },
   BERTH_ERR_TOO_MANY_HEADERS: { status: 431, retryable: false, summary: 'The request has more than 100 header lines.' },
   BERTH_ERR_TRANSFER_CODING: { status: 501, retryable: false, summary: 'The request uses a transfer coding other than chunked; the connection is closed after the answer.' },
   BERTH_ERR_BAD_VERSION: { status: 400, retryable: false, summary: 'The Accept-Version header is not a semver range.' },

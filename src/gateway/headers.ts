@@ -4,8 +4,13 @@ import type { IncomingMessage } from 'node:http';
 /** Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 
-/** Headers the gateway sets itself; a client's copy is replaced, not forwarded. */
-const OWN = new Set(['x-request-id', 'x-forwarded-prefix', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-for', 'expect', 'x-berth-timeout-ms']);
+/**
+ * Headers the gateway sets itself; a client's copy is replaced, not forwarded.
+ * `Forwarded` (RFC 7239) and `X-Real-IP` say the same as X-Forwarded-For in
+ * other words, and an instance that reads them must not get a client's
+ * invention: they are dropped (the trusted chain is in X-Forwarded-For).
+ */
+const OWN = new Set(['x-request-id', 'x-forwarded-prefix', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-for', 'forwarded', 'x-real-ip', 'expect', 'x-berth-timeout-ms']);
 
 /**
  * The time an instance has left to answer, in whole milliseconds, set by the

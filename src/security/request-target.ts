@@ -90,14 +90,19 @@ export function framingProblem(req: IncomingMessage, maxHeaders = MAX_HEADERS): 
   // Node truncates past 2,000 headers without a word; a request with more than a hundred is refused (Envoy's default).
   if (raw.length > 2 * maxHeaders) return { status: 431, reason: `more than ${maxHeaders} headers` };
   let hosts = 0;
+  let authorizations = 0;
   let transferEncoding: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+    else if (name.length === 13 && name.toLowerCase() === 'authorization') authorizations++;
     else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? raw[i + 1]! : `${transferEncoding},${raw[i + 1]!}`;
   }
   // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request.
   if (hosts > 1) return { status: 400, reason: 'more than one Host header' };
+  // RFC 9110 §11.6.2: one Authorization. Node keeps the first and drops the others, but the instance gets them all:
+  // the gateway would admit one set of credentials and the instance could read another.
+  if (authorizations > 1) return { status: 400, reason: 'more than one Authorization header' };
   if (transferEncoding !== undefined) {
     // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
     if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return { status: 400, reason: 'Transfer-Encoding in an HTTP/1.0 request' };
