@@ -2,7 +2,7 @@
  * The edge policies of a request, between the route and the policy chain
  * (docs/security.md):
  *
- *   methods (405) → rate limit per client address (429) → body size (413)
+ *   methods (405) → body size (413) → rate limit per client address (429)
  *   → authentication (401) → authorization (403) → rate limit per subject (429)
  *
  * Cheap refusals come first, so a flood is turned away before it costs a
@@ -64,8 +64,8 @@ export interface Refusal {
   headers?: Record<string, string>;
 }
 
-/** A request the edge let through, and who sent it (null when the route needs no authentication). */
-export type Admission = { ok: true; identity: Identity | null } | { ok: false; refusal: Refusal };
+/** A request the edge let through, and who sent it (null when the route needs no authentication); a refusal after authentication (403, 429 per subject) says who too, for the access log. */
+export type Admission = { ok: true; identity: Identity | null } | { ok: false; refusal: Refusal; identity?: Identity };
 
 export interface EdgeGuardDeps {
   limiter: RateLimitStore;
@@ -92,8 +92,9 @@ export class EdgeGuard {
   }
 
   /**
-   * The checks that need no identity: method, rate per client address, and a
-   * declared body size. Synchronous with the embedded limiter store; a shared
+   * The checks that need no identity: method, a declared body size, and the
+   * rate per client address (last, so a request refused for its shape does not
+   * spend a token). Synchronous with the embedded limiter store; a shared
    * store may answer with a promise.
    */
   precheck(edge: CompiledEdge, method: string, clientIp: string, contentLength: number): Refusal | null | Promise<Refusal | null> {
@@ -142,12 +143,12 @@ export class EdgeGuard {
   #admit(edge: CompiledEdge, found: Identity | Refusal, method: string, path: string): Admission | Promise<Admission> {
     if ('code' in found) return { ok: false, refusal: found };
     const verdict = edge.authorizer!.check(found, method, path);
-    if (!verdict.ok) return { ok: false, refusal: { code: 'BERTH_ERR_FORBIDDEN', message: verdict.reason } };
+    if (!verdict.ok) return { ok: false, refusal: { code: 'BERTH_ERR_FORBIDDEN', message: verdict.reason }, identity: found };
     const rule = edge.spec.rateLimit.perSubject;
     if (rule === null || found.subject === null || found.kind === 'anonymous') return { ok: true, identity: found };
     const limited = this.#limit(`${edge.bucket}|sub|${found.kind}|${found.issuer ?? ''}|${found.subject}`, rule, 'caller');
-    if (limited instanceof Promise) return limited.then((refusal) => (refusal ? { ok: false, refusal } : { ok: true, identity: found }));
-    return limited ? { ok: false, refusal: limited } : { ok: true, identity: found };
+    if (limited instanceof Promise) return limited.then((refusal) => (refusal ? { ok: false, refusal, identity: found } : { ok: true, identity: found }));
+    return limited ? { ok: false, refusal: limited, identity: found } : { ok: true, identity: found };
   }
 
   #limit(key: string, rule: RateRule, who: string): Refusal | null | Promise<Refusal | null> {

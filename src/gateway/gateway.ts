@@ -424,6 +424,8 @@ export class Gateway implements Drainer {
 
   #admitted(admission: Admission, req: IncomingMessage, res: ServerResponse, match: RoutedMatch, ctx: RequestContext): void {
     if (!admission.ok) {
+      // Refused once authenticated (403, 429 per subject): the access log still says who.
+      if (admission.identity) ctx.subject = admission.identity.subject;
       this.#refuse(res, match, ctx, admission.refusal);
       return;
     }
@@ -558,6 +560,7 @@ export class Gateway implements Drainer {
         requestId,
         prefix: match.prefix,
         timeoutMs: match.service.runtime.policies.timeoutMs,
+        idleMs: this.#edge?.timeouts.idleMs ?? 60_000,
         proto: ctx.proto,
         forwardedFor: ctx.forwardedFor,
         identity,
@@ -633,7 +636,9 @@ function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
     return;
   }
   const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-  socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  // Destroyed once the answer is out, not left half-closed: a slowloris ignores the FIN and keeps trickling
+  // header lines, which keep the idle timer from firing, and would hold its place under the connection caps for good.
+  socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, () => socket.destroy());
 }
 
 function closeServer(server: Server): Promise<void> {

@@ -16,6 +16,8 @@ export interface UpgradeRoute {
   identity: string[] | null;
   /** TLS to the instance (the service's `tls:`), or undefined for plain TCP. */
   tls: ConnectionOptions | undefined;
+  /** A tunnel with no byte either way for this long is closed (`gateway.timeouts.idle`; WebSocket pings keep a live one open). */
+  idleMs: number;
 }
 
 /**
@@ -38,6 +40,9 @@ export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer,
   };
   upstream.setNoDelay(true);
   client.setNoDelay(true);
+  // Once upgraded, the listener's timeouts no longer watch the socket: a peer that vanished without a FIN would hold the tunnel, and its instance's slot, for ever.
+  client.setTimeout(route.idleMs, finish);
+  upstream.setTimeout(route.idleMs, finish);
   upstream.once(ready, () => {
     const headers = upstreamHeaders(req, { requestId: route.requestId, prefix: route.prefix, proto: route.proto, timeoutMs: route.timeoutMs, forwardedFor: route.forwardedFor, identity: route.identity });
     const lines = [`${req.method} ${route.path} HTTP/1.1`];
@@ -56,6 +61,10 @@ export function proxyUpgrade(req: IncomingMessage, client: Socket, head: Buffer,
     finish();
   });
   upstream.once('close', finish);
+  // Either side's FIN ends the tunnel once it is passed on (WebSocket never half-closes): an instance that
+  // ignores the FIN of a departed client would otherwise hold the tunnel, and the instance in flight, for ever.
+  client.once('end', () => upstream.end(finish));
+  upstream.once('end', () => client.end(finish));
   client.once('error', finish);
   client.once('close', finish);
 }
