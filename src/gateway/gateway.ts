@@ -631,7 +631,10 @@ function refuseSocket(socket: Socket, code: ErrorCode, message: string, requestI
 
 /** Malformed HTTP from a client: answer 400 (431 for huge headers) and close; the node keeps serving. */
 function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (!socket.writable || (err.code === 'ECONNRESET')) {
+  // A response already under way on this connection (a keep-alive request that timed out mid-answer): an
+  // answer written now would land inside it. Node's own handler checks the same (internal) field.
+  const answering = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true;
+  if (!socket.writable || err.code === 'ECONNRESET' || answering) {
     socket.destroy();
     return;
   }
