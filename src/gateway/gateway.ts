@@ -469,33 +469,17 @@ export class Gateway implements Drainer {
   }
 
   #finishRefused(match: RoutedMatch, ctx: RequestContext, status: number, error: ErrorCode): void {
-    this.#deps.observer.requestFinished({
-      requestId: ctx.requestId,
-      method: ctx.method,
-      path: ctx.path,
-      group: match.group.name,
-      service: match.service.service,
-      version: match.version.version,
-      instance: null,
-      status,
-      bytesIn: ctx.bytesIn,
-      bytesOut: 0,
-      durationMs: performance.now() - ctx.started,
-      clientIp: ctx.clientIp,
-      error,
-      retries: 0,
-      subject: ctx.subject,
-    });
+    this.#notForwarded(ctx, { group: match.group.name, service: match.service.service, version: match.version.version }, status, error);
   }
 
   /** The plain listener of a node with `tls.redirect`: 308 to the same place over HTTPS. */
   #redirect(req: IncomingMessage, res: ServerResponse, url: string, started: number): void {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     const location = `https://${host}${this.#redirectPort ?? ''}${url}`;
-    res.writeHead(308, { location, 'content-length': 0, 'x-request-id': requestIdOf(req) });
-    res.end();
     const ctx = this.#context(req, started, requestIdOf(req), url, 0);
-    this.#unrouted(ctx, { ok: false, code: 'BERTH_ERR_NO_ROUTE', message: 'redirected to https' }, 308, null);
+    res.writeHead(308, { location, 'content-length': 0, 'x-request-id': ctx.requestId });
+    res.end();
+    this.#notForwarded(ctx, { group: null, service: null, version: null }, 308, null);
   }
 
   /** What a request's log line, metrics and policies need, read from the request once. */
@@ -572,13 +556,16 @@ export class Gateway implements Drainer {
 
   /** A request no route took: logged and counted, with what the router got as far as. */
   #unrouted(ctx: RequestContext, match: Extract<RouteMatch, { ok: false }>, status: number, error: ErrorCode | null): void {
+    this.#notForwarded(ctx, { group: match.group ?? null, service: match.service ?? null, version: null }, status, error);
+  }
+
+  /** A request the gateway answered itself (no route, a refusal, a redirect): its log line and metrics. */
+  #notForwarded(ctx: RequestContext, route: { group: string | null; service: string | null; version: string | null }, status: number, error: ErrorCode | null): void {
     this.#deps.observer.requestFinished({
       requestId: ctx.requestId,
       method: ctx.method,
       path: ctx.path,
-      group: match.group ?? null,
-      service: match.service ?? null,
-      version: null,
+      ...route,
       instance: null,
       status,
       bytesIn: ctx.bytesIn,
@@ -587,7 +574,7 @@ export class Gateway implements Drainer {
       clientIp: ctx.clientIp,
       error,
       retries: 0,
-      subject: null,
+      subject: ctx.subject,
     });
   }
 }
