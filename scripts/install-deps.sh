@@ -6,6 +6,9 @@ command -v bash >/dev/null || need+=(bash)
 command -v ps >/dev/null || need+=(procps)
 # openssl makes the test PKI (test/support/certs.ts); minimal Debian images (bookworm-slim) lack it.
 command -v openssl >/dev/null || need+=(openssl)
+# bwrap (the filesystem sandbox of instances) and setpriv (their user switch): src/supervisor/isolation/launch.ts and its tests.
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v setpriv >/dev/null || need+=(util-linux)
 # The Prometheus server (and promtool) that test/e2e/prometheus.test.ts runs to scrape a real node.
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 # wrk and nginx for bench/gateway (npm run bench:gateway): the load generator and the reference proxy.

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   BERTH_ERR_LISTEN: { status: 500, retryable: false, summary: 'A listener could not bind its address (in use, or not permitted).' },
   BERTH_ERR_TLS_MATERIAL: { status: 500, retryable: false, summary: 'A TLS certificate, key or CA file cannot be read or parsed, or a certificate does not match its key; the message names the file.' },
   BERTH_ERR_SPAWN: { status: 500, retryable: true, summary: 'An instance process could not be started (command not found, cwd missing, not permitted).' },
+  BERTH_ERR_ISOLATION: { status: 500, retryable: false, summary: 'A service\'s user, resource limits or sandbox cannot be set up on this machine (no cgroup controller, not root, no bubblewrap, unknown user); the message says which and why.' },
   BERTH_ERR_NO_PORT: { status: 500, retryable: true, summary: 'No free port could be found for an instance.' },
   BERTH_ERR_NOT_FOUND: { status: 404, retryable: false, summary: 'The admin API has no such resource (service, instance, route).' },
   BERTH_ERR_BAD_REQUEST: { status: 400, retryable: false, summary: 'The admin API request is malformed; `details` lists each problem.' },

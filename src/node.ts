@@ -20,6 +20,8 @@ import { Registrations } from './registry/registrations.js';
 import { PortAllocator } from './supervisor/ports.js';
 import { Supervisor, type ApplyResult } from './supervisor/supervisor.js';
 import { Watchdog } from './supervisor/watchdog.js';
+import { Isolator } from './supervisor/isolation/isolator.js';
+import { UsageSampler } from './supervisor/isolation/usage.js';
 import { Events } from './telemetry/events.js';
 import type { Logger } from './telemetry/logger.js';
 import { closeHttpChecks } from './health/checks/http.js';
@@ -59,6 +61,8 @@ export class BerthNode {
   #tokens: AdminTokens | undefined;
   /** The gateway's API keys, kept in the store (`apikeys/`). */
   #apiKeys: ApiKeys | undefined;
+  /** CPU, memory, fds and processes of every running instance, sampled every few seconds. */
+  #usage: UsageSampler | undefined;
   /** Verifies bearer JWTs against `auth.jwt`; null when the manifest declares no issuer. */
   #jwt: JwtVerifier | null = null;
   /** Every mutating admin call: `<dataDir>/audit.log` and `admin.audit` log lines. */
@@ -112,8 +116,19 @@ export class BerthNode {
       });
       this.#audit = await AuditLog.open(spec.dataDir, this.#logger);
 
+      // What this machine can enforce of users, limits and sandboxes; what it cannot is said before anything starts.
+      const isolator = await Isolator.open({ nodeName: spec.nodeName, dataDir: spec.dataDir });
+      const { cgroups, user, sandbox } = isolator.summary;
+      this.#logger.info({ event: Events.nodeIsolation, cgroups, user, sandbox }, `isolation: cgroups ${cgroups}; users ${user}; sandbox ${sandbox}`);
+      for (const problem of isolator.problems(versionsOf(spec))) this.#logger.warn({ event: Events.nodeIsolationProblem }, problem);
+      this.onReload((next) => {
+        for (const problem of isolator.problems(versionsOf(next))) this.#logger.warn({ event: Events.nodeIsolationProblem }, problem);
+      }, 'isolation');
+      this.#usage = new UsageSampler({ clock: this.#clock, onError: (err) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'usage sampling failed') });
+      if (process.platform === 'linux') this.#usage.start();
+
       // Metrics exist before the gateway (whose observer they are) and are read at scrape time.
-      this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName });
+      this.#metrics = new Metrics({ catalog: this.#catalog, nodeName: spec.nodeName, usage: this.#usage });
 
       // Who callers are: the key that signs the identity instances receive, and the JWT issuers' keys.
       const identityKey = await loadIdentityKey(spec.auth.identityKey, spec.dataDir);
@@ -144,6 +159,8 @@ export class BerthNode {
         // Known once the admin API listens, which is before any instance starts.
         adminUrl: () => this.#admin?.url,
         identityKey: () => identityKey.toString('base64url'),
+        isolator,
+        usage: this.#usage,
         checkTls: (version) => gateway.upstreamTlsFor(version.group, version.service),
       });
       // External registrations resume (TTLs from now, HTTP checks restarted) before the admin API takes new ones.
@@ -161,6 +178,7 @@ export class BerthNode {
         reload: { plan: () => this.plan(), reload: () => this.reload() },
         policyState: (group, service) => gateway.policyState(group, service),
         security: { tokens: this.#tokens, apiKeys: this.#apiKeys, audit: this.#audit },
+        usage: this.#usage,
       });
       this.#info = {
         name: spec.nodeName,
@@ -333,6 +351,7 @@ export class BerthNode {
     this.#jwt?.close();
     await this.#registrations?.close();
     await this.#supervisor?.stopAll();
+    this.#usage?.stop();
     await this.#gateway?.close();
     this.#watchdog?.close();
     await this.#catalog?.close();

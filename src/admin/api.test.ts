@@ -6,7 +6,8 @@ import type { InstanceRecord } from '../catalog/types.js';
 import type { Registrations } from '../registry/registrations.js';
 import type { ApiKeys } from '../security/api-keys.js';
 import { openAdminFixture } from '../testing/admin-node.js';
-import { buildAdminApi } from './api.js';
+import type { Usage, UsageSource } from '../supervisor/isolation/usage.js';
+import { buildAdminApi, type AdminDeps, type InstanceView } from './api.js';
 import type { Role } from './tokens.js';
 
 const MANIFEST = `
@@ -40,12 +41,12 @@ interface Api {
   call: (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, token?: string | null) => Promise<{ status: number; body: unknown; type: string | undefined }>;
 }
 
-/** A real admin API listening on port 0 over a real catalog. */
-async function withApi(fn: (api: Api) => Promise<void>): Promise<void> {
+/** A real admin API listening on port 0 over a real catalog; `extra` adds optional dependencies. */
+async function withApi(fn: (api: Api) => Promise<void>, extra: Partial<AdminDeps> = {}): Promise<void> {
   const fixture = await openAdminFixture(MANIFEST);
   const { catalog, regs, security } = fixture;
   let ready = false;
-  const app = buildAdminApi({ ...fixture.deps, ready: () => ready });
+  const app = buildAdminApi({ ...fixture.deps, ready: () => ready, ...extra });
   const url = await fixture.listen(app);
   try {
     await fn({
@@ -254,6 +255,53 @@ describe('admin API: discovery and groups', () => {
           services: [{ name: 'inventory', stable: '0.0.0', versions: ['0.0.0'], instances: 0, passing: 0 }],
         },
       ]);
+    }));
+});
+
+describe('admin API: instance usage and limits', () => {
+  const sampled: Usage = { at: '2024-01-01T00:00:05.000Z', cpuPercent: 37.5, cpuSeconds: 12.25, rssBytes: 50_331_648, openFds: null, threads: 11, processes: 2 };
+  const limited = { memoryBytes: 134_217_728, cpu: 0.5, pids: null, openFiles: 1024 };
+  const usage: UsageSource = {
+    usage: (id) => (id === 'charges-1.0.0-aaaa1' ? sampled : undefined),
+    limits: (id) => (id === 'charges-1.0.0-aaaa1' || id === 'charges-2.0.0-bbbb3' ? limited : undefined),
+  };
+
+  it('merges-usage-and-limits-into-both-instance-lists-without-storing-them', () =>
+    withApi(async ({ call, catalog, regs }) => {
+      await catalog.put(supervised('charges-1.0.0-aaaa1', '1.0.0', 'passing'));
+      // Just started: limits in force, not sampled yet.
+      await catalog.put(supervised('charges-2.0.0-bbbb3', '2.0.0', 'starting'));
+      await regs.register(REGISTRATION);
+
+      for (const path of ['/v1/instances', '/v1/services/charges/instances']) {
+        const res = await call('GET', path, undefined);
+        assert.equal(res.status, 200, path);
+        const byId = new Map((res.body as InstanceView[]).map((r) => [r.id, r]));
+        assert.deepEqual(byId.get('charges-1.0.0-aaaa1')?.usage, sampled, path);
+        assert.deepEqual(byId.get('charges-1.0.0-aaaa1')?.limits, limited, path);
+        assert.equal(byId.get('charges-2.0.0-bbbb3')?.usage, null, path);
+        assert.deepEqual(byId.get('charges-2.0.0-bbbb3')?.limits, limited, path);
+        assert.deepEqual([byId.get('charges-ext-1')?.usage, byId.get('charges-ext-1')?.limits], [null, null], `${path}: an external instance`);
+      }
+      // The catalog record is untouched: samples are never store writes.
+      assert.ok(!('usage' in (catalog.get('charges-1.0.0-aaaa1') ?? {})));
+    }, { usage }));
+
+  it('answers-null-usage-and-limits-without-a-usage-source', () =>
+    withApi(async ({ call, catalog }) => {
+      await catalog.put(supervised('charges-1.0.0-aaaa1', '1.0.0', 'passing'));
+      const [only] = (await call('GET', '/v1/instances')).body as InstanceView[];
+      assert.deepEqual([only?.usage, only?.limits], [null, null]);
+    }));
+
+  it('documents-usage-and-limits-in-the-instance-schema', () =>
+    withApi(async ({ call }) => {
+      const doc = (await call('GET', '/openapi.json')).body as { components: { schemas: Record<string, { properties: Record<string, unknown>; required?: string[] }> } };
+      const { Usage: usageSchema, Limits: limitsSchema, Instance: instance } = doc.components.schemas;
+      assert.deepEqual(usageSchema?.required, ['at', 'cpuPercent', 'cpuSeconds', 'rssBytes', 'openFds', 'threads', 'processes']);
+      assert.deepEqual(limitsSchema?.required, ['memoryBytes', 'cpu', 'pids', 'openFiles']);
+      assert.match(JSON.stringify(instance?.properties.usage), /#\/components\/schemas\/Usage/);
+      assert.match(JSON.stringify(instance?.properties.limits), /#\/components\/schemas\/Limits/);
     }));
 });
 

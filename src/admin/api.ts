@@ -7,11 +7,12 @@ import { INSTANCE_STATUSES, type InstanceRecord, type InstanceStatus } from '../
 import { BerthError, isBerthError, type ErrorDetail } from '../errors.js';
 import { parseDuration } from '../duration.js';
 import { DEFAULT_POLICIES } from '../manifest/policies.js';
-import type { EndpointSpec, ListenSpec, NodeSpec } from '../manifest/types.js';
+import type { EndpointSpec, ListenSpec, NodeSpec, ResourcesSpec } from '../manifest/types.js';
 import { validateRegistration, type HeartbeatStatus, type RegistrationInput, type Registrations } from '../registry/registrations.js';
 import type { Logger } from '../telemetry/logger.js';
 import { formatPlan, type Plan } from '../manifest/diff.js';
 import type { ApplyResult } from '../supervisor/supervisor.js';
+import type { Usage, UsageSource } from '../supervisor/isolation/usage.js';
 import type { NodeInfo } from '../node.js';
 import { routeSchemas, sharedSchemas, swaggerOptions, validationDetails } from './openapi.js';
 import { DEFAULT_WAIT_MS, DiscoveryWatch, INDEX_HEADER, MAX_WAIT_MS, STABLE_HEADER, type DiscoveryWatchOptions } from './discovery-watch.js';
@@ -35,6 +36,8 @@ export interface AdminDeps {
   metrics?: { readonly contentType: string; text(): Promise<string> };
   /** Reload without restart: `GET /v1/plan`, `POST /v1/reload`; the routes exist only when given. */
   reload?: ReloadDeps;
+  /** What each instance uses and may use: merged into the instance lists as they are answered. */
+  usage?: UsageSource;
   /** The live state of a service's gateway policies (breakers, budget, limits, ejections). */
   policyState?: (group: string, service: string) => object | undefined;
   /** Blocking discovery queries (`?index=&wait=`): tests pass a clock and count the waits. */
@@ -70,6 +73,15 @@ export interface GroupSummary {
   endpoint: EndpointSpec;
   services: { name: string; stable: string | null; versions: string[]; instances: number; passing: number }[];
 }
+
+/**
+ * An instance as the instance lists answer it: the catalog record, with its
+ * latest usage sample and the limits it runs under (null when not sampled,
+ * not running or not supervised by this node). They are merged in when the
+ * list is answered, never written to the catalog: a sample every few seconds
+ * per instance is no store write.
+ */
+export type InstanceView = InstanceRecord & { usage: Usage | null; limits: ResourcesSpec | null };
 
 /** What `/v1/discovery/{service}` answers per passing instance. */
 export interface DiscoveredInstance {
@@ -164,7 +176,7 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
 
   app.get<{ Querystring: { status?: string } }>('/v1/instances', { schema: routeSchemas.instances }, (request) => {
     const statuses = parseStatuses(request.query.status);
-    return deps.catalog.list(statuses ? { statuses } : {});
+    return withUsage(deps.catalog.list(statuses ? { statuses } : {}), deps.usage);
   });
 
   app.get<{ Params: { service: string }; Querystring: { status?: string } }>(
@@ -174,7 +186,7 @@ function routes(app: FastifyInstance, deps: AdminDeps): void {
       const { service } = request.params;
       assertServiceKnown(deps, service);
       const statuses = parseStatuses(request.query.status);
-      return deps.catalog.list(statuses ? { service, statuses } : { service });
+      return withUsage(deps.catalog.list(statuses ? { service, statuses } : { service }), deps.usage);
     },
   );
 
@@ -424,6 +436,10 @@ export function groupSummaries(spec: NodeSpec, catalog: Catalog): GroupSummary[]
       .filter((s) => s.group === group.name)
       .map((s) => ({ name: s.service, stable: s.stable, versions: s.versions, instances: s.instances, passing: s.passing })),
   }));
+}
+
+function withUsage(records: readonly InstanceRecord[], usage: UsageSource | undefined): InstanceView[] {
+  return records.map((r) => ({ ...r, usage: usage?.usage(r.id) ?? null, limits: usage?.limits(r.id) ?? null }));
 }
 
 /** The passing instances of a service (of a semver range, if given), as discovery answers them. */

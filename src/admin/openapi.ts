@@ -59,9 +59,36 @@ export const sharedSchemas = [
     },
   },
   {
+    $id: 'Usage',
+    type: 'object',
+    description: 'What an instance used at its latest sample (every 5 s), its processes summed: its process group, or its cgroup (docs/metrics.md).',
+    required: ['at', 'cpuPercent', 'cpuSeconds', 'rssBytes', 'openFds', 'threads', 'processes'],
+    properties: {
+      at: { type: 'string', format: 'date-time' },
+      cpuPercent: { type: ['number', 'null'], description: 'CPU over the last interval, in percent of one core (150: one and a half cores); null on the first sample' },
+      cpuSeconds: { type: 'number', description: 'CPU seconds its processes, and the children they reaped, have used since it started: only grows' },
+      rssBytes: { type: 'integer', description: 'Resident memory (VmRSS), summed over its processes' },
+      openFds: { type: ['integer', 'null'], description: 'Open file descriptors; null when Berth may not read them' },
+      threads: { type: 'integer' },
+      processes: { type: 'integer' },
+    },
+  },
+  {
+    $id: 'Limits',
+    type: 'object',
+    description: 'The limits an instance runs under (`isolation.resources`); each null when unlimited.',
+    required: ['memoryBytes', 'cpu', 'pids', 'openFiles'],
+    properties: {
+      memoryBytes: { type: ['integer', 'null'] },
+      cpu: { type: ['number', 'null'], description: 'Cores' },
+      pids: { type: ['integer', 'null'], description: 'Processes and threads together' },
+      openFiles: { type: ['integer', 'null'], description: 'File descriptors per process (RLIMIT_NOFILE)' },
+    },
+  },
+  {
     $id: 'Instance',
     type: 'object',
-    description: 'One instance as the catalog holds it.',
+    description: 'One instance as the catalog holds it; the instance lists add its usage and limits.',
     required: ['id', 'node', 'group', 'service', 'version', 'address', 'port', 'pid', 'status', 'restarts', 'source', 'weight'],
     // Fields added to the catalog later are passed through rather than dropped by the serializer.
     additionalProperties: true,
@@ -88,6 +115,14 @@ export const sharedSchemas = [
       reason: { type: ['string', 'null'] },
       weight: { type: 'number' },
       registration: { anyOf: [{ $ref: 'Registration#' }, { type: 'null' }] },
+      usage: {
+        anyOf: [{ $ref: 'Usage#' }, { type: 'null' }],
+        description: 'In the instance lists: the latest usage sample; null when not sampled yet, not running, or not supervised by this node',
+      },
+      limits: {
+        anyOf: [{ $ref: 'Limits#' }, { type: 'null' }],
+        description: 'In the instance lists: the limits its process runs under; null when not running or not supervised by this node',
+      },
     },
   },
   {

@@ -21,6 +21,8 @@ export interface ExitInfo {
   signal: string | null;
   /** ISO time of the exit. */
   at: string;
+  /** The kernel killed it for going over its memory limit (docs/isolation.md). */
+  oomKilled?: boolean;
 }
 
 export interface InstanceRecord {

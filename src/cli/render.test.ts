@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { stripVTControlCharacters } from 'node:util';
 import type { InstanceRecord } from '../catalog/types.js';
 import { instanceRecord } from '../testing/instance-record.js';
-import { renderServices, renderStatus } from './render.js';
+import type { InstanceView } from '../admin/api.js';
+import { formatBytes, formatPercent, renderServices, renderStatus } from './render.js';
 
 const NOW = Date.parse('2025-01-01T12:00:00.000Z');
 
@@ -40,13 +41,13 @@ describe('renderStatus', () => {
       out,
       [
         '3 groups, 3 services, 7 instances: 4 passing, 1 critical, 1 stopped, 1 failed',
-        'GROUP     SERVICE   VERSION  INSTANCE      STATUS     PID   PORT  RESTARTS  UPTIME',
-        'auth      tokens    1.0.0    tokens-1      passing   3001  40020         0      4s',
-        'payments  charges   1.0.0    charges-1     passing   1001  40001         2   3m12s',
-        'payments  charges   1.0.0    charges-2     passing   1002  40002         0   3m12s',
-        'payments  charges   1.0.0    charges-10    failed       -  40003         0       -',
-        'payments  charges   2.0.0    charges-v2-1  critical  1004  40004         0   3m12s',
-        'users     profiles  1.0.0    profiles-2    passing   2002  40011         0   3m12s',
+        'GROUP     SERVICE   VERSION  INSTANCE      STATUS     PID   PORT  RESTARTS  UPTIME  CPU  MEM',
+        'auth      tokens    1.0.0    tokens-1      passing   3001  40020         0      4s    -    -',
+        'payments  charges   1.0.0    charges-1     passing   1001  40001         2   3m12s    -    -',
+        'payments  charges   1.0.0    charges-2     passing   1002  40002         0   3m12s    -    -',
+        'payments  charges   1.0.0    charges-10    failed       -  40003         0       -    -    -',
+        'payments  charges   2.0.0    charges-v2-1  critical  1004  40004         0   3m12s    -    -',
+        'users     profiles  1.0.0    profiles-2    passing   2002  40011         0   3m12s    -    -',
         '1 stopped instance hidden (--all)',
       ].join('\n'),
     );
@@ -54,7 +55,7 @@ describe('renderStatus', () => {
 
   it('shows-stopped-instances-with-all', () => {
     const out = renderStatus(shop, { now: NOW, color: false, all: true });
-    assert.ok(out.split('\n').includes('users     profiles  1.0.0    profiles-1    stopped      -  40010         0       -'), out);
+    assert.ok(out.split('\n').includes('users     profiles  1.0.0    profiles-1    stopped      -  40010         0       -    -    -'), out);
     assert.doesNotMatch(out, /hidden/);
   });
 
@@ -75,6 +76,56 @@ describe('renderStatus', () => {
     assert.ok(!plain.includes('\u001b'));
     assert.ok(coloured.includes('\u001b[31mcritical\u001b[0m'));
     assert.equal(stripVTControlCharacters(coloured), plain);
+  });
+});
+
+describe('renderStatus: usage and limits', () => {
+  const MiB = 1024 ** 2;
+  const sample = (cpuPercent: number | null, rssBytes: number): InstanceView['usage'] => ({ at: '2025-01-01T12:00:00.000Z', cpuPercent, cpuSeconds: 1, rssBytes, openFds: 30, threads: 7, processes: 1 });
+  const unlimited = { memoryBytes: null, cpu: null, pids: null, openFiles: null };
+  const view = (partial: Parameters<typeof instance>[0], usage: InstanceView['usage'], limits: InstanceView['limits']): InstanceView => ({ ...instance(partial), usage, limits });
+
+  it('shows-cpu-and-memory-each-against-its-limit-when-it-has-one', () => {
+    const out = renderStatus(
+      [
+        view({ id: 'charges-1', group: 'payments', service: 'charges', pid: 1001 }, sample(12.4, 48 * MiB), { memoryBytes: 128 * MiB, cpu: 0.5, pids: 64, openFiles: null }),
+        view({ id: 'charges-2', group: 'payments', service: 'charges', pid: 1002 }, sample(150, 1.5 * 1024 * MiB), unlimited),
+        // Started, not sampled twice yet: no CPU figure, the limit still shown.
+        view({ id: 'charges-3', group: 'payments', service: 'charges', pid: 1003 }, sample(null, 300 * 1024), { ...unlimited, cpu: 2 }),
+        view({ id: 'charges-4', group: 'payments', service: 'charges', pid: 1004 }, null, { ...unlimited, memoryBytes: 1024 * MiB }),
+        // External, or a node without a sampler.
+        view({ id: 'charges-5', group: 'payments', service: 'charges', pid: 1005 }, null, null),
+      ],
+      { now: NOW, color: false },
+    );
+    assert.equal(
+      out,
+      [
+        '1 group, 1 service, 5 instances: 5 passing',
+        'GROUP     SERVICE  VERSION  INSTANCE   STATUS    PID   PORT  RESTARTS  UPTIME      CPU           MEM',
+        'payments  charges  1.0.0    charges-1  passing  1001  40000         0   3m12s  12%/50%  48MiB/128MiB',
+        'payments  charges  1.0.0    charges-2  passing  1002  40000         0   3m12s     150%        1.5GiB',
+        'payments  charges  1.0.0    charges-3  passing  1003  40000         0   3m12s   -/200%        300KiB',
+        'payments  charges  1.0.0    charges-4  passing  1004  40000         0   3m12s        -        -/1GiB',
+        'payments  charges  1.0.0    charges-5  passing  1005  40000         0   3m12s        -             -',
+      ].join('\n'),
+    );
+  });
+
+  it('keeps-a-wide-row-within-120-columns', () => {
+    const wide = view(
+      { id: 'charges-1.10.0-3fa9c', group: 'payments', service: 'charges', version: '1.10.0', pid: 4_194_303, port: 40123, restarts: 12, status: 'critical', startedAt: new Date(NOW - 3 * 86_400_000).toISOString() },
+      sample(150, 1000 * MiB),
+      { memoryBytes: 1024 * MiB, cpu: 2, pids: null, openFiles: null },
+    );
+    const out = renderStatus([wide], { now: NOW, color: false });
+    for (const line of out.split('\n')) assert.ok(line.length <= 120, `${line.length} columns: ${line}`);
+    assert.match(out, / 3d {2}150%\/200% {2}1000MiB\/1GiB$/m);
+  });
+
+  it('formats-bytes-and-percents-for-people', () => {
+    assert.deepEqual([0, 512, 1024, 1536, 10 * 1024 * 1024 - 1, 128 * 1024 ** 2, 1024 ** 3 * 1.25].map(formatBytes), ['0B', '512B', '1KiB', '1.5KiB', '10MiB', '128MiB', '1.3GiB']);
+    assert.deepEqual([0, 0.04, 3.25, 9.96, 12.4, 150].map(formatPercent), ['0%', '0%', '3.3%', '10%', '12%', '150%']);
   });
 });
 

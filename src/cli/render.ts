@@ -2,6 +2,7 @@ import type { ServiceSummary } from '../catalog/catalog.js';
 import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
 import { INSTANCE_STATUSES } from '../catalog/types.js';
 import { formatDuration } from '../duration.js';
+import type { InstanceView } from '../admin/api.js';
 import { colorStatus, renderTable } from './table.js';
 
 export interface StatusOptions {
@@ -13,6 +14,9 @@ export interface StatusOptions {
 }
 
 export type { ServiceSummary } from '../catalog/catalog.js';
+
+/** An instance as `/v1/instances` answers it; a node that predates usage and limits sends neither. */
+type InstanceRow = InstanceRecord & Partial<Pick<InstanceView, 'usage' | 'limits'>>;
 
 // Numeric collation orders `1.10.0` after `1.9.0` and `charges-10` after `charges-2`.
 const collator = new Intl.Collator('en', { numeric: true });
@@ -38,8 +42,56 @@ export function summarize(instances: readonly InstanceRecord[]): string {
   return `${plural(groups.size, 'group')}, ${plural(services.size, 'service')}, ${plural(instances.length, 'instance')}: ${byStatus.join(', ')}`;
 }
 
-/** The `berth status` table: a summary line, the instances, and how many stopped ones are hidden. */
-export function renderStatus(instances: readonly InstanceRecord[], options: StatusOptions): string {
+const BYTE_UNITS = [
+  ['GiB', 1024 ** 3],
+  ['MiB', 1024 ** 2],
+  ['KiB', 1024],
+] as const;
+
+/** `48MiB`, `1.5GiB`, `512B`: one decimal below 10 units, whole numbers above; no space, for narrow columns. */
+export function formatBytes(bytes: number): string {
+  for (const [unit, factor] of BYTE_UNITS) {
+    if (bytes >= factor) return `${roundForDisplay(bytes / factor)}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+/** `12%`, `0.4%`, `150%`: percent of one core. */
+export function formatPercent(percent: number): string {
+  return `${roundForDisplay(percent)}%`;
+}
+
+function roundForDisplay(n: number): string {
+  return n < 10 ? String(Math.round(n * 10) / 10) : String(Math.round(n));
+}
+
+/**
+ * `used/limit`, `-` for a usage not sampled yet; just `used` when unlimited.
+ * No spaces around the slash: with them a realistic row (7-digit pid, a
+ * critical instance, both limits set) passes 120 columns.
+ */
+function againstLimit(used: string | undefined, limit: string | undefined): string {
+  if (limit === undefined) return used ?? '-';
+  return `${used ?? '-'}/${limit}`;
+}
+
+function cpuCell(r: InstanceRow): string {
+  const percent = r.usage?.cpuPercent;
+  const cores = r.limits?.cpu;
+  return againstLimit(percent === null || percent === undefined ? undefined : formatPercent(percent), cores === null || cores === undefined ? undefined : formatPercent(cores * 100));
+}
+
+function memCell(r: InstanceRow): string {
+  const limit = r.limits?.memoryBytes;
+  return againstLimit(r.usage ? formatBytes(r.usage.rssBytes) : undefined, limit === null || limit === undefined ? undefined : formatBytes(limit));
+}
+
+/**
+ * The `berth status` table: a summary line, the instances, and how many
+ * stopped ones are hidden. CPU is in percent of one core (150% is one and a
+ * half cores), MEM the resident memory, each against its limit when it has one.
+ */
+export function renderStatus(instances: readonly InstanceRow[], options: StatusOptions): string {
   if (instances.length === 0) return 'no instances';
   const sorted = [...instances].sort(
     (a, b) =>
@@ -65,6 +117,8 @@ export function renderStatus(instances: readonly InstanceRecord[], options: Stat
           { header: 'port', align: 'right' },
           { header: 'restarts', align: 'right' },
           { header: 'uptime', align: 'right' },
+          { header: 'cpu', align: 'right' },
+          { header: 'mem', align: 'right' },
         ],
         shown.map((r) => [
           r.group,
@@ -76,6 +130,8 @@ export function renderStatus(instances: readonly InstanceRecord[], options: Stat
           String(r.port),
           String(r.restarts),
           uptime(r, options.now),
+          cpuCell(r),
+          memCell(r),
         ]),
       ),
     );

@@ -208,3 +208,57 @@ groups:
     ]);
   });
 });
+
+describe('manifest: isolation', () => {
+  it('reads-user-resources-sandbox-and-secret-env-with-versions-overriding-the-service', () => {
+    const spec = parseManifest(
+      `groups:
+  shop:
+    services:
+      web:
+        command: ./web
+        user: nobody
+        resources: { memory: 128MiB, cpu: 0.5, pids: 64, openFiles: 1024 }
+        sandbox: { writable: [cache] }
+        env:
+          PLAIN: 1
+          DB_PASSWORD: { secret: { env: SHOP_DB_PASSWORD } }
+          TLS_KEY: { secret: { file: secrets/tls.key } }
+        versions:
+          "1.0.0": {}
+          "2.0.0": { user: "1001:1002", resources: { memory: 1GiB }, sandbox: false }
+`,
+      FILE,
+    );
+    const [v1, v2] = spec.groups[0]!.services[0]!.versions;
+    assert.deepEqual(v1?.env, { PLAIN: '1' });
+    assert.deepEqual(v1?.secretEnv, { DB_PASSWORD: { env: 'SHOP_DB_PASSWORD' }, TLS_KEY: { file: '/srv/shop/secrets/tls.key' } });
+    assert.deepEqual(v1?.isolation, {
+      user: { name: 'nobody' },
+      resources: { memoryBytes: 128 * 1024 * 1024, cpu: 0.5, pids: 64, openFiles: 1024 },
+      sandbox: { writable: ['/srv/shop/cache'] },
+    });
+    // A version's resources replace the service's as a whole, like health.
+    assert.deepEqual(v2?.isolation, { user: { uid: 1001, gid: 1002 }, resources: { memoryBytes: 1024 ** 3, cpu: null, pids: null, openFiles: null }, sandbox: null });
+  });
+
+  it('refuses-root-bad-limits-and-secrets-given-two-ways', () => {
+    const found = problems(`groups:
+  shop:
+    services:
+      a: { command: ./a, user: root }
+      b: { command: ./b, user: "0:0" }
+      c: { command: ./c, resources: { memory: 1KiB, cpu: 0, pids: 0, swap: 1 } }
+      d: { command: ./d, env: { K: { secret: { env: A, file: b } } } }
+`);
+    assert.deepEqual(found.sort(), [
+      'groups.shop.services.a.user: expected an unprivileged user: a name such as nobody, "uid:gid" such as "1001:1001", or { uid, gid } (not root)',
+      'groups.shop.services.b.user: expected an unprivileged user: a name such as nobody, "uid:gid" such as "1001:1001", or { uid, gid } (not root)',
+      'groups.shop.services.c.resources.cpu: expected a number of cores above 0, such as 0.5 or 2',
+      'groups.shop.services.c.resources.memory: expected a size such as 512KiB, 10MiB or 1GiB, or a number of bytes (at least 4194304 bytes)',
+      'groups.shop.services.c.resources.pids: expected an integer >= 1',
+      'groups.shop.services.c.resources.swap: unknown key "swap" (expected one of memory, cpu, pids, openFiles)',
+      'groups.shop.services.d.env.K.secret: expected exactly one of env or file',
+    ]);
+  });
+});

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { BerthError, type ErrorDetail } from '../errors.js';
 import { formatManifestError, loadManifest, parseManifest } from './load.js';
-import { versionsOf, type NodeSpec, type VersionSpec } from './types.js';
+import { NO_ISOLATION, versionsOf, type NodeSpec, type VersionSpec } from './types.js';
 
 const FILE = '/srv/shop/berth.yaml';
 
@@ -147,6 +147,8 @@ describe('parseManifest: defaults', () => {
       command: { line: './web', file: './web', args: [], shell: false },
       cwd: '/srv/shop',
       env: {},
+      secretEnv: {},
+      isolation: NO_ISOLATION,
       replicas: 1,
       health: { check: { kind: 'tcp' }, intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 1, unhealthyThreshold: 3, startPeriodMs: 10_000, restartAfterMs: 30_000 },
       restart: { policy: 'always', backoffInitialMs: 100, backoffMaxMs: 15_000, backoffFactor: 1.5, stableAfterMs: 10_000, maxRestarts: 16 },
@@ -358,7 +360,7 @@ describe('parseManifest: errors', () => {
         [7, 'groups.shop.services.web.env.PORT', '"PORT" is reserved: Berth sets PORT and BERTH_* in every instance\'s environment'],
         [8, 'groups.shop.services.web.env.BERTH_GROUP', '"BERTH_GROUP" is reserved: Berth sets PORT and BERTH_* in every instance\'s environment'],
         [9, 'groups.shop.services.web.env["1BAD"]', 'expected an environment variable name (letters, digits and "_", not starting with a digit), got "1BAD"'],
-        [10, 'groups.shop.services.web.env.OK', 'expected a string, number or boolean, got a list'],
+        [10, 'groups.shop.services.web.env.OK', 'expected a string, number or boolean, or a secret by reference: { secret: { env: NAME } } or { secret: { file: PATH } }, got a list'],
       ],
     );
   });

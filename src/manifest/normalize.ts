@@ -16,6 +16,7 @@ import type {
   EndpointSpec,
   GroupSpec,
   HealthSpec,
+  IsolationSpec,
   JwtIssuerSpec,
   NodeSpec,
   RestartSpec,
@@ -109,8 +110,9 @@ function toService(group: string, groupInput: GroupInput, name: string, service:
       stable: version === stable,
       command,
       cwd: resolve(dir, own.cwd ?? service.cwd ?? '.'),
-      env: { ...service.env, ...own.env },
+      ...splitEnv({ ...service.env, ...own.env }, dir),
       replicas: own.replicas ?? service.replicas ?? 1,
+      isolation: toIsolation(own, service, dir),
       // health and restart are replaced as a whole: a version with its own check does not inherit half of another.
       health: toHealth(own.health !== undefined ? own.health : service.health),
       restart: toRestart(own.restart ?? service.restart),
@@ -130,6 +132,43 @@ function toService(group: string, groupInput: GroupInput, name: string, service:
     routes: (service.routes ?? []).map(({ path, ...edge }) => ({ path, edge: applyEdge(policies.edge, edge) })),
     upstreamTls: service.tls === undefined || service.tls === false ? null : toUpstreamTls(service.tls, dir),
     versions,
+  };
+}
+
+type RunInput = Pick<ServiceInput, 'env' | 'user' | 'resources' | 'sandbox'>;
+
+/** Plain values, and secrets by reference (read at each start, never kept in the spec). */
+function splitEnv(env: NonNullable<RunInput['env']>, dir: string): { env: Record<string, string>; secretEnv: Record<string, SecretRef> } {
+  const plain: Record<string, string> = {};
+  const secretEnv: Record<string, SecretRef> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (typeof value === 'string') plain[name] = value;
+    else secretEnv[name] = toSecretRef(value.secret, dir);
+  }
+  return { env: plain, secretEnv };
+}
+
+/** A version's user, resources and sandbox: its own, else its service's (each replaced as a whole). */
+function toIsolation(own: RunInput, service: RunInput, dir: string): IsolationSpec {
+  const user = own.user ?? service.user;
+  const resources = own.resources ?? service.resources ?? {};
+  const sandbox = own.sandbox ?? service.sandbox;
+  return {
+    user:
+      user === undefined
+        ? null
+        : typeof user === 'string'
+          ? /^\d+:\d+$/.test(user)
+            ? { uid: Number(user.split(':')[0]), gid: Number(user.split(':')[1]) }
+            : { name: user }
+          : { uid: user.uid, gid: user.gid },
+    resources: {
+      memoryBytes: resources.memory ?? null,
+      cpu: resources.cpu ?? null,
+      pids: resources.pids ?? null,
+      openFiles: resources.openFiles ?? null,
+    },
+    sandbox: sandbox === undefined || sandbox === false ? null : { writable: (sandbox === true ? [] : (sandbox.writable ?? [])).map((w) => resolve(dir, w)) },
   };
 }
 

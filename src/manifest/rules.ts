@@ -178,6 +178,9 @@ function checkRun(run: Record<string, unknown>, at: ManifestPath, report: Report
     }
   }
   if (isPlainMap(run.health)) checkHealth(run.health, [...at, 'health'], report);
+  if (isPlainMap(run.env)) {
+    for (const [name, value] of Object.entries(run.env)) if (isPlainMap(value)) secretRules(value.secret, [...at, 'env', name, 'secret'], report);
+  }
   if (isPlainMap(run.restart)) checkRestart(run.restart, [...at, 'restart'], report);
 }
 

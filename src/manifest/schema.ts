@@ -150,7 +150,62 @@ const envKey = z.string().superRefine((key, ctx) => {
     ctx.addIssue({ code: 'custom', input: key, message: `${JSON.stringify(key)} is reserved: Berth sets PORT and BERTH_* in every instance's environment` });
   }
 });
-const env = z.record(envKey, scalarString, expected('a map of environment variable names to values'));
+const ENV_VALUE_EXPECTED = 'a string, number or boolean, or a secret by reference: { secret: { env: NAME } } or { secret: { file: PATH } }';
+const envValue = byKind(ENV_VALUE_EXPECTED, {
+  string: z.string(),
+  number: z.number().transform(String),
+  boolean: z.boolean().transform(String),
+  object: strict(
+    {
+      secret: strict(
+        {
+          env: z.string(expected('an environment variable of the node')).regex(ENV_KEY, expected('an environment variable name')).optional(),
+          file: nonEmpty('a file path (relative to the manifest folder)').optional(),
+        },
+        'a map with env (a variable of the node) or file (a path)',
+      ),
+    },
+    ENV_VALUE_EXPECTED,
+  ),
+});
+const env = z.record(envKey, envValue, expected('a map of environment variable names to values'));
+
+export const SIZE_EXPECTED = 'a size such as 512KiB, 10MiB or 1GiB, or a number of bytes';
+const sizeOf = (min: number) =>
+  z.union([z.string(), z.number()], expected(SIZE_EXPECTED)).transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined || bytes < min) {
+      ctx.addIssue({ code: 'custom', message: `expected ${SIZE_EXPECTED}${min > 0 ? ` (at least ${min} bytes)` : ''}`, input: value });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const USER_EXPECTED = 'an unprivileged user: a name such as nobody, "uid:gid" such as "1001:1001", or { uid, gid } (not root)';
+const user = byKind(USER_EXPECTED, {
+  string: z.string(expected(USER_EXPECTED)).superRefine((value, ctx) => {
+    if (/^\d+:\d+$/.test(value) ? Number(value.split(':')[0]) === 0 : !/^[a-z_][a-z0-9_-]{0,31}\$?$/.test(value) || value === 'root') {
+      ctx.addIssue({ code: 'custom', message: `expected ${USER_EXPECTED}`, input: value });
+    }
+  }),
+  object: strict({ uid: int(1, 2 ** 31 - 1), gid: int(0, 2 ** 31 - 1) }, USER_EXPECTED),
+});
+const RESOURCES_EXPECTED = 'a map with memory, cpu, pids and openFiles';
+const resources = strict(
+  {
+    memory: sizeOf(4 * 1024 * 1024).optional(),
+    cpu: z.number(expected('a number of cores above 0, such as 0.5 or 2')).gt(0, expected('a number of cores above 0, such as 0.5 or 2')).max(1024, expected('at most 1024 cores')).optional(),
+    pids: int(1).optional(),
+    openFiles: int(16, 1 << 20).optional(),
+  },
+  RESOURCES_EXPECTED,
+);
+const SANDBOX_EXPECTED = 'true, false, or a map with writable (more folders the service may write, relative to the manifest folder)';
+const sandbox = byKind(SANDBOX_EXPECTED, {
+  boolean: z.boolean(),
+  object: strict({ writable: z.array(nonEmpty('a folder path'), expected('a list of folder paths')).optional() }, SANDBOX_EXPECTED),
+});
+
 
 const SIGNAL_EXPECTED = 'a signal name such as SIGTERM, SIGINT, SIGQUIT or SIGHUP';
 const signal = z.string(expected(SIGNAL_EXPECTED)).transform((value, ctx) => {
@@ -210,9 +265,12 @@ const runShape = {
   stopSignal: signal.optional(),
   drainTimeout: duration.optional(),
   stopTimeout: duration.optional(),
+  user: user.optional(),
+  resources: resources.optional(),
+  sandbox: sandbox.optional(),
 };
 
-const VERSION_EXPECTED = 'a map of overrides (command, args, cwd, env, replicas, health, restart, stopSignal, drainTimeout, stopTimeout), or nothing';
+const VERSION_EXPECTED = 'a map of overrides (command, args, cwd, env, replicas, health, restart, stopSignal, drainTimeout, stopTimeout, user, resources, sandbox), or nothing';
 const versionObject = strict(runShape, VERSION_EXPECTED);
 const version = byKind(VERSION_EXPECTED, { object: versionObject, null: z.null().transform((): z.output<typeof versionObject> => ({})) });
 
@@ -320,17 +378,6 @@ const limits = strict({ concurrency: int(1).optional(), queue: int(0).optional()
 // ---------------------------------------------------------------- edge policies
 // Authentication, authorization, rate limits, body size and methods: set per
 // group, service and route (docs/security.md).
-
-export const SIZE_EXPECTED = 'a size such as 512KiB, 10MiB or 1GiB, or a number of bytes';
-const sizeOf = (min: number) =>
-  z.union([z.string(), z.number()], expected(SIZE_EXPECTED)).transform((value, ctx) => {
-    const bytes = parseSize(value);
-    if (bytes === undefined || bytes < min) {
-      ctx.addIssue({ code: 'custom', message: `expected ${SIZE_EXPECTED}${min > 0 ? ` (at least ${min} bytes)` : ''}`, input: value });
-      return z.NEVER;
-    }
-    return bytes;
-  });
 
 const ISSUER_NAME = 'an issuer name (under auth.jwt)';
 const issuerName = z.string(expected(ISSUER_NAME)).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, expected(ISSUER_NAME));

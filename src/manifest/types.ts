@@ -57,6 +57,43 @@ export interface CommandSpec {
   shell: boolean;
 }
 
+// ---------------------------------------------------------------- isolation
+// docs/isolation.md: what is isolated and how, per platform, and what is not.
+
+/** Kernel-enforced limits of one instance; null: no limit. */
+export interface ResourcesSpec {
+  /** Memory (RSS + page cache charged to it), bytes: past it the kernel OOM-kills the instance. */
+  memoryBytes: number | null;
+  /** CPU time, in cores (0.5: half of one core's time per period). */
+  cpu: number | null;
+  /** Processes and threads at once (a fork bomb stops here). */
+  pids: number | null;
+  /** Open file descriptors (RLIMIT_NOFILE). */
+  openFiles: number | null;
+}
+
+/** The user an instance runs as: a name (looked up when the node starts) or numeric ids. */
+export type RunAsSpec = { name: string } | { uid: number; gid: number };
+
+export interface IsolationSpec {
+  /** null: as Berth's own user. */
+  user: RunAsSpec | null;
+  resources: ResourcesSpec;
+  /**
+   * A filesystem sandbox (bubblewrap): read-only root, private /tmp, Berth's
+   * data dir hidden, one writable data dir for the service
+   * (`<dataDir>/services/<group>/<service>`). null: off.
+   */
+  sandbox: { writable: string[] } | null;
+}
+
+/** No user, no limit, no sandbox: an instance as a plain child process. */
+export const NO_ISOLATION: IsolationSpec = Object.freeze({
+  user: null,
+  resources: Object.freeze({ memoryBytes: null, cpu: null, pids: null, openFiles: null }),
+  sandbox: null,
+});
+
 /** One version of one service: the unit the supervisor runs `replicas` instances of. */
 export interface VersionSpec {
   /** `group/service@version`: unique in a node. */
@@ -70,7 +107,10 @@ export interface VersionSpec {
   /** Absolute working directory. */
   cwd: string;
   env: Record<string, string>;
+  /** Variables whose values are secrets given by reference: read at each start, never logged, shown or stored. */
+  secretEnv: Record<string, SecretRef>;
   replicas: number;
+  isolation: IsolationSpec;
   health: HealthSpec;
   restart: RestartSpec;
   stop: StopSpec;

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { InstanceRecord, InstanceStatus } from '../catalog/types.js';
 import type { Clock, Timer } from '../clock.js';
-import { isBerthError } from '../errors.js';
+import { BerthError, isBerthError } from '../errors.js';
+import { readSecret } from '../security/secret-ref.js';
 import { createCheck, type ConnectOptions } from '../health/checks/index.js';
 import { HealthMonitor } from '../health/monitor.js';
 import type { VersionSpec } from '../manifest/types.js';
@@ -11,6 +12,9 @@ import { Backoff } from './backoff.js';
 import { InstanceProcess, type ExitStatus } from './process.js';
 import type { PortAllocator } from './ports.js';
 import type { Watchdog } from './watchdog.js';
+import type { Isolator, PreparedInstance } from './isolation/isolator.js';
+import type { UsageSampler } from './isolation/usage.js';
+import { formatSize } from '../size.js';
 
 /** Where instance records go: the catalog. */
 export interface InstanceSink {
@@ -38,6 +42,10 @@ export interface InstanceDeps {
   identityKey?: () => string | undefined;
   /** TLS to the instances of a version whose service is reached over TLS (`tls:`): its checks use it too. One object per service. */
   checkTls?: (spec: VersionSpec) => ConnectOptions | undefined;
+  /** Users, limits and sandboxes (docs/isolation.md); absent: instances are plain child processes. */
+  isolator?: Pick<Isolator, 'prepare'>;
+  /** Samples each running instance's CPU, memory, fds and processes. */
+  usage?: Pick<UsageSampler, 'track' | 'untrack'>;
 }
 
 /** Variables passed through from Berth's own environment so commands resolve and locales work. */
@@ -62,6 +70,8 @@ export class InstanceController {
   readonly #backoff: Backoff;
   #record: InstanceRecord;
   #process: InstanceProcess | undefined;
+  /** The isolation of the process running (its cgroup, released when it exits). */
+  #isolated: PreparedInstance | undefined;
   #health: HealthMonitor | undefined;
   #restartTimer: Timer | undefined;
   #unstableRestarts = 0;
@@ -178,7 +188,9 @@ export class InstanceController {
       await this.#health?.stop();
       const exit = await proc.stop(this.spec.stop.signal, this.spec.stop.stopTimeoutMs);
       this.#deps.watchdog?.unwatch(proc.pid);
+      this.#deps.usage?.untrack(this.id);
       this.#process = undefined;
+      await this.#releaseIsolation();
       this.#update({ status: 'stopped', pid: null, startedAt: null, lastExit: this.#exitInfo(exit), reason });
       this.#log.info({ event: Events.instanceStopped, code: exit.code, signal: exit.signal }, 'stopped');
     } else if (this.#record.status !== 'failed') {
@@ -196,11 +208,13 @@ export class InstanceController {
     if (this.#stopping) return;
     const spec = this.spec;
     let proc: InstanceProcess;
+    let isolated: PreparedInstance | undefined;
     try {
       const port = await this.#deps.ports.allocate(this.#record.port || undefined);
-      const env = this.#environment(port);
+      const env = { ...this.#environment(port), ...(await this.#secrets()) };
+      isolated = await this.#deps.isolator?.prepare(this.id, spec);
       proc = await InstanceProcess.spawn({
-        command: spec.command,
+        command: isolated?.command ?? spec.command,
         cwd: spec.cwd,
         env,
         onLine: (stream, line) => {
@@ -210,17 +224,23 @@ export class InstanceController {
       });
       this.#record.port = port;
     } catch (err) {
+      await isolated?.release();
       const message = isBerthError(err) ? err.message : String(err);
       this.#log.error({ event: Events.instanceSpawnFailed, err: message }, 'cannot start instance');
-      this.#scheduleRestart(`cannot start: ${message}`, 0);
+      // A user, limit or sandbox this machine cannot give will not appear by retrying.
+      if (isBerthError(err, 'BERTH_ERR_ISOLATION')) this.#update({ status: 'failed', reason: `cannot start: ${message}` });
+      else this.#scheduleRestart(`cannot start: ${message}`, 0);
       return;
     }
     if (this.#stopping) {
       await proc.stop('SIGKILL', 0);
+      await isolated?.release();
       return;
     }
     this.#process = proc;
+    this.#isolated = isolated;
     this.#deps.watchdog?.watch(proc.pid);
+    this.#deps.usage?.track(this.id, proc.pid, { ...(isolated?.cgroupDir !== undefined ? { cgroup: isolated.cgroupDir } : {}), limits: isolated?.limits ?? spec.isolation.resources });
     const check = createCheck(spec.health.check, this.#deps.checkTls?.(spec));
     this.#update({
       pid: proc.pid,
@@ -252,6 +272,24 @@ export class InstanceController {
       });
       this.#health.start();
     }
+  }
+
+  /**
+   * The variables given as secrets by reference, read at each start (a
+   * rotated file is picked up by the next restart). Their values go to the
+   * process's environment only: never to the spec, the catalog, a log line or
+   * the admin API.
+   */
+  async #secrets(): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const [name, ref] of Object.entries(this.spec.secretEnv)) {
+      try {
+        out[name] = (await readSecret(ref)).toString('utf8');
+      } catch (err) {
+        throw new BerthError('BERTH_ERR_SPAWN', `env ${name}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+    }
+    return out;
   }
 
   #environment(port: number): Record<string, string> {
@@ -297,6 +335,7 @@ export class InstanceController {
     this.#health = undefined;
     proc.signal('SIGKILL');
     this.#deps.watchdog?.unwatch(proc.pid);
+    this.#deps.usage?.untrack(this.id);
     if (this.#stopping) return;
 
     const startedAt = this.#record.startedAt ? Date.parse(this.#record.startedAt) : this.#deps.clock.now();
@@ -312,8 +351,40 @@ export class InstanceController {
     if (final) this.#update({ status: clean ? 'stopped' : 'failed', pid: null, startedAt: null, lastExit, reason: `${how} (restart: ${policy})` });
     else this.#update({ status: 'critical', pid: null, startedAt: null, lastExit, reason: how });
     this.#log.warn({ event: Events.instanceExited, code: exit.code, signal: exit.signal, uptimeMs: uptime }, how);
-    if (final) return;
-    this.#scheduleRestart(healthRestart ? 'health check critical' : how, uptime);
+    if (!this.#isolated) {
+      if (!final) this.#scheduleRestart(healthRestart ? 'health check critical' : how, uptime);
+      return;
+    }
+    // Whether the kernel killed it for its memory limit is in its cgroup: read before the group goes, then say so.
+    void this.#oomKilled().then((oom) => {
+      if (this.#stopping) return;
+      const why = oom ? this.#reportOom(exit) : healthRestart ? 'health check critical' : how;
+      if (!final) this.#scheduleRestart(why, uptime);
+    });
+  }
+
+  /** Whether the process that just exited was OOM-killed; its cgroup is released either way. */
+  async #oomKilled(): Promise<boolean> {
+    const isolated = this.#isolated;
+    if (!isolated) return false;
+    const kills = await isolated.oomKills().catch(() => 0);
+    await this.#releaseIsolation();
+    return kills > 0;
+  }
+
+  #reportOom(exit: ExitStatus): string {
+    const limit = this.spec.isolation.resources.memoryBytes;
+    const reason = `oom-killed (memory limit ${limit === null ? 'unknown' : formatSize(limit)})`;
+    this.#update({ reason, lastExit: { ...this.#exitInfo(exit), oomKilled: true } });
+    this.#log.warn({ event: Events.instanceOomKilled, memoryLimit: limit }, reason);
+    return reason;
+  }
+
+  /** Kills what is left of the instance's cgroup and removes it. */
+  async #releaseIsolation(): Promise<void> {
+    const isolated = this.#isolated;
+    this.#isolated = undefined;
+    await isolated?.release().catch((err: unknown) => this.#log.error({ err }, 'cannot release the instance\'s cgroup'));
   }
 
   #scheduleRestart(why: string, uptime: number): void {
@@ -339,7 +410,7 @@ export class InstanceController {
     }, delayMs);
   }
 
-  #exitInfo(exit: ExitStatus): InstanceRecord['lastExit'] {
+  #exitInfo(exit: ExitStatus): NonNullable<InstanceRecord['lastExit']> {
     return { code: exit.code, signal: exit.signal, at: new Date(this.#deps.clock.now()).toISOString() };
   }
 

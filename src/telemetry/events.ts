@@ -5,6 +5,8 @@
 export const Events = {
   nodeStarting: 'node.starting',
   nodeReady: 'node.ready',
+  nodeIsolation: 'node.isolation',
+  nodeIsolationProblem: 'node.isolation-problem',
   nodeStopping: 'node.stopping',
   nodeStopped: 'node.stopped',
   nodeReloading: 'node.reloading',
@@ -22,6 +24,7 @@ export const Events = {
   instanceDraining: 'instance.draining',
   instanceStopped: 'instance.stopped',
   instanceSpawnFailed: 'instance.spawn-failed',
+  instanceOomKilled: 'instance.oom-killed',
   instanceOutput: 'instance.output',
   adminListening: 'admin.listening',
   adminAudit: 'admin.audit',

@@ -134,6 +134,46 @@ export const MetricNames = {
     help: 'Times an instance of this node had its process restarted (crash, exit or health), as kept in the catalog.',
     labelNames: INSTANCE,
   },
+  instanceCpuPercent: {
+    name: 'berth_instance_cpu_percent',
+    help: 'CPU an instance of this node used over the last sample interval, in percent of one core (150: one and a half cores), its processes summed.',
+    labelNames: INSTANCE,
+  },
+  instanceMemoryRss: {
+    name: 'berth_instance_memory_rss_bytes',
+    help: 'Resident memory of an instance of this node, its processes summed, at the last sample.',
+    labelNames: INSTANCE,
+  },
+  instanceOpenFds: {
+    name: 'berth_instance_open_fds',
+    help: 'File descriptors open in an instance\'s processes at the last sample (absent when Berth may not read them).',
+    labelNames: INSTANCE,
+  },
+  instanceThreads: {
+    name: 'berth_instance_threads',
+    help: 'Threads of an instance\'s processes at the last sample.',
+    labelNames: INSTANCE,
+  },
+  instanceProcesses: {
+    name: 'berth_instance_processes',
+    help: 'Processes of an instance (its process group, or its cgroup) at the last sample.',
+    labelNames: INSTANCE,
+  },
+  instanceMemoryLimit: {
+    name: 'berth_instance_memory_limit_bytes',
+    help: 'Memory limit of an instance of this node (absent when unlimited).',
+    labelNames: INSTANCE,
+  },
+  instanceCpuLimit: {
+    name: 'berth_instance_cpu_limit_cores',
+    help: 'CPU limit of an instance of this node, in cores (absent when unlimited).',
+    labelNames: INSTANCE,
+  },
+  instancePidsLimit: {
+    name: 'berth_instance_pids_limit',
+    help: 'Limit on an instance\'s processes and threads together (absent when unlimited).',
+    labelNames: INSTANCE,
+  },
   catalogInstances: {
     name: 'berth_catalog_instances',
     help: 'Instances in the catalog by status, stopped ones (history) included.',

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +10,8 @@ import { EmbeddedStore } from '../catalog/stores/embedded.js';
 import { instanceRecord } from '../testing/instance-record.js';
 import type { InstanceRecord } from '../catalog/types.js';
 import type { RequestRecord } from '../gateway/observer.js';
+import type { ResourcesSpec } from '../manifest/types.js';
+import type { Usage, UsageSource } from '../supervisor/isolation/usage.js';
 import { MetricNames } from './metric-names.js';
 import { Metrics, REQUEST_DURATION_BUCKETS } from './metrics.js';
 
@@ -64,6 +68,24 @@ function record(id: string, fields: Partial<InstanceRecord> = {}): InstanceRecor
 }
 
 const emptyCatalog = { list: (): InstanceRecord[] => [] };
+
+const PROMTOOL = '/usr/bin/promtool';
+
+/** What `promtool check metrics` says of `text`, prom-client's own `berth_nodejs_*_total` gauges left out. */
+async function promtoolProblems(text: string): Promise<string[]> {
+  const promtool = spawn(PROMTOOL, ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  promtool.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+  promtool.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+  const exited = new Promise<number | null>((resolve) => promtool.once('exit', resolve));
+  promtool.stdin.end(text);
+  await exited;
+  return output.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('berth_nodejs_'));
+}
+
+function usageOf(fields: Partial<Usage>): Usage {
+  return { at: '2024-01-01T00:00:05.000Z', cpuPercent: 12.5, cpuSeconds: 3, rssBytes: 48 * 1024 ** 2, openFds: 21, threads: 9, processes: 2, ...fields };
+}
 
 describe('Metrics', () => {
   it('serves Prometheus text format with its content type', async () => {
@@ -238,6 +260,60 @@ describe('Metrics', () => {
       await catalog.close();
       await store.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('exports-usage-and-limits-per-instance-absent-when-unsampled-or-unlimited', async () => {
+    const unlimited: ResourcesSpec = { memoryBytes: null, cpu: null, pids: null, openFiles: null };
+    const usages = new Map<string, Usage>([
+      ['web-1.0.0-aaaaa', usageOf({})],
+      ['web-1.0.0-bbbbb', usageOf({ cpuPercent: null, openFds: null })],
+      ['web-1.0.0-other', usageOf({})],
+    ]);
+    const limits = new Map<string, ResourcesSpec>([
+      ['web-1.0.0-aaaaa', { memoryBytes: 128 * 1024 ** 2, cpu: 1.5, pids: 64, openFiles: 1024 }],
+      ['web-1.0.0-bbbbb', unlimited],
+    ]);
+    const usage: UsageSource = { usage: (id) => usages.get(id), limits: (id) => limits.get(id) };
+    const records = [
+      record('web-1.0.0-aaaaa', { status: 'passing' }),
+      record('web-1.0.0-bbbbb', { status: 'passing' }),
+      // Not sampled yet: no usage series at all.
+      record('web-1.0.0-ccccc', { status: 'starting' }),
+      // Another node's: its own node exports it.
+      record('web-1.0.0-other', { node: 'node-b' }),
+    ];
+    const metrics = new Metrics({ catalog: { list: () => records }, nodeName: 'node-a', usage });
+    const text = await metrics.text();
+    const labels = { group: 'core', service: 'web', version: '1.0.0', instance: 'web-1.0.0-aaaaa', node: 'node-a' };
+    assert.deepEqual(samples(text, MetricNames.instanceCpuPercent.name), [{ labels, value: 12.5 }], 'no cpu before a second sample');
+    assert.deepEqual(samples(text, MetricNames.instanceOpenFds.name), [{ labels, value: 21 }], 'no fds when they could not be read');
+    assert.deepEqual(
+      samples(text, MetricNames.instanceMemoryRss.name).map((s) => [s.labels.instance, s.value]),
+      [
+        ['web-1.0.0-aaaaa', 48 * 1024 ** 2],
+        ['web-1.0.0-bbbbb', 48 * 1024 ** 2],
+      ],
+    );
+    assert.equal(value(text, MetricNames.instanceThreads.name, { instance: 'web-1.0.0-bbbbb' }), 9);
+    assert.equal(value(text, MetricNames.instanceProcesses.name, { instance: 'web-1.0.0-bbbbb' }), 2);
+    assert.deepEqual(samples(text, MetricNames.instanceMemoryLimit.name), [{ labels, value: 128 * 1024 ** 2 }]);
+    assert.deepEqual(samples(text, MetricNames.instanceCpuLimit.name), [{ labels, value: 1.5 }]);
+    assert.deepEqual(samples(text, MetricNames.instancePidsLimit.name), [{ labels, value: 64 }]);
+
+    // Computed at scrape time: a new sample shows at the next scrape.
+    usages.set('web-1.0.0-aaaaa', usageOf({ cpuPercent: 150 }));
+    assert.equal(value(await metrics.text(), MetricNames.instanceCpuPercent.name, { instance: 'web-1.0.0-aaaaa' }), 150);
+
+    if (existsSync(PROMTOOL)) assert.deepEqual(await promtoolProblems(text), []);
+  });
+
+  it('exports-no-usage-series-without-a-usage-source', async () => {
+    const metrics = new Metrics({ catalog: { list: () => [record('web-1.0.0-aaaaa')] }, nodeName: 'node-a' });
+    const text = await metrics.text();
+    for (const def of [MetricNames.instanceCpuPercent, MetricNames.instanceMemoryRss, MetricNames.instanceMemoryLimit]) {
+      assert.match(text, new RegExp(`^# TYPE ${def.name} gauge$`, 'm'));
+      assert.deepEqual(samples(text, def.name), []);
     }
   });
 });

@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import type { InstanceRecord } from '../catalog/types.js';
 import { INSTANCE_STATUSES } from '../catalog/types.js';
 import type { BreakerStateName, GatewayObserver, RequestRecord, RetryReason, RouteRef, UpstreamFailure } from '../gateway/observer.js';
+import type { UsageSource } from '../supervisor/isolation/usage.js';
 import { METRIC_PREFIX, MetricNames, type LabelName, type MetricDefinition } from './metric-names.js';
 
 /**
@@ -51,6 +52,8 @@ export interface MetricsDeps {
   catalog: MetricsCatalog;
   /** This node's name: per-instance series cover the instances this node runs, so a shared catalog yields each series once. */
   nodeName: string;
+  /** What each instance uses and may use (src/supervisor/isolation/usage.ts); without it, no usage or limit series. */
+  usage?: UsageSource;
 }
 
 /**
@@ -265,6 +268,32 @@ export class Metrics implements GatewayObserver {
         for (const r of ownInstances()) this.inc(instanceLabels(r), r.restarts);
       },
     });
+    // Usage and limits: the sampler's latest snapshot, read at scrape time (a scrape never reads /proc).
+    // A series is absent, not 0, when there is no sample yet or no limit.
+    const usage = deps.usage;
+    const instanceGauge = (def: MetricDefinition, read: (id: string) => number | null | undefined): void => {
+      new Gauge<LabelName>({
+        ...definition(def),
+        registers,
+        collect() {
+          this.reset();
+          if (usage === undefined) return;
+          for (const r of ownInstances()) {
+            const v = read(r.id);
+            if (v !== null && v !== undefined) this.set(instanceLabels(r), v);
+          }
+        },
+      });
+    };
+    instanceGauge(MetricNames.instanceCpuPercent, (id) => usage?.usage(id)?.cpuPercent);
+    instanceGauge(MetricNames.instanceMemoryRss, (id) => usage?.usage(id)?.rssBytes);
+    instanceGauge(MetricNames.instanceOpenFds, (id) => usage?.usage(id)?.openFds);
+    instanceGauge(MetricNames.instanceThreads, (id) => usage?.usage(id)?.threads);
+    instanceGauge(MetricNames.instanceProcesses, (id) => usage?.usage(id)?.processes);
+    instanceGauge(MetricNames.instanceMemoryLimit, (id) => usage?.limits(id)?.memoryBytes);
+    instanceGauge(MetricNames.instanceCpuLimit, (id) => usage?.limits(id)?.cpu);
+    instanceGauge(MetricNames.instancePidsLimit, (id) => usage?.limits(id)?.pids);
+
     const catalog = this.#catalog;
     new Gauge<LabelName>({
       ...definition(MetricNames.catalogInstances),

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { InstanceRecord } from '../../src/catalog/types.js';
-import type { VersionSpec } from '../../src/manifest/types.js';
+import { NO_ISOLATION, type VersionSpec } from '../../src/manifest/types.js';
 import { InstanceController } from '../../src/supervisor/instance.js';
 import { PortAllocator } from '../../src/supervisor/ports.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
@@ -19,6 +19,8 @@ function spec(script: string, restart: Partial<VersionSpec['restart']> = {}): Ve
     command: { line: 'node -e …', file: process.execPath, args: ['-e', script], shell: false },
     cwd: process.cwd(),
     env: {},
+    secretEnv: {},
+    isolation: NO_ISOLATION,
     replicas: 1,
     health: { check: { kind: 'none' }, intervalMs: 1000, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1, startPeriodMs: 0, restartAfterMs: 1000 },
     restart: { policy: 'always', backoffInitialMs: 100, backoffMaxMs: 1000, backoffFactor: 1.5, stableAfterMs: 10_000, maxRestarts: 3, ...restart },

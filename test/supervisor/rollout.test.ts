@@ -4,7 +4,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { InstanceRecord } from '../../src/catalog/types.js';
 import { closeHttpChecks } from '../../src/health/checks/http.js';
-import type { HealthSpec, VersionSpec } from '../../src/manifest/types.js';
+import { NO_ISOLATION, type HealthSpec, type VersionSpec } from '../../src/manifest/types.js';
 import { PortAllocator } from '../../src/supervisor/ports.js';
 import { rolloutWaitMs, Supervisor, type ApplyResult } from '../../src/supervisor/supervisor.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
@@ -66,6 +66,8 @@ function spec(replicas: number, env: Record<string, string>, health: HealthSpec 
     command: { line: 'node -e …', file: process.execPath, args: ['-e', SERVER], shell: false },
     cwd: process.cwd(),
     env,
+    secretEnv: {},
+    isolation: NO_ISOLATION,
     replicas,
     health,
     restart: { policy: 'always', backoffInitialMs: 100, backoffMaxMs: 1000, backoffFactor: 1.5, stableAfterMs: 10_000, maxRestarts: 3 },
