@@ -110,7 +110,7 @@ export const sharedSchemas = [
       lastCheck: { anyOf: [{ $ref: 'CheckResult#' }, { type: 'null' }] },
       lastExit: {
         type: ['object', 'null'],
-        properties: { code: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] }, at: { type: 'string', format: 'date-time' } },
+        properties: { code: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] }, at: { type: 'string', format: 'date-time' }, oomKilled: { type: 'boolean' } },
       },
       reason: { type: ['string', 'null'] },
       weight: { type: 'number' },

@@ -60,6 +60,7 @@ const exitInfoSchema = z.object({
   code: z.number().int().nullable(),
   signal: z.string().nullable(),
   at: z.string(),
+  oomKilled: z.boolean().optional(),
 });
 
 const instanceRecordSchema: z.ZodType<InstanceRecord> = z.object({

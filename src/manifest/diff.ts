@@ -12,7 +12,7 @@ import type { EndpointSpec, GroupSpec, ListenSpec, NodeSpec, SecretRef, ServiceS
  * The parts of a version an instance is started with. When one of them
  * changes, running instances cannot take it: they are replaced, one at a time.
  */
-export const INSTANCE_FIELDS = ['command', 'cwd', 'env', 'health', 'restart', 'stop'] as const;
+export const INSTANCE_FIELDS = ['command', 'cwd', 'env', 'secretEnv', 'isolation', 'health', 'restart', 'stop'] as const;
 export type InstanceField = (typeof INSTANCE_FIELDS)[number];
 
 export interface VersionRef {

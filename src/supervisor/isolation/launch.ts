@@ -154,6 +154,8 @@ function bwrapArgs(sandbox: LaunchSandbox): string[] {
     '--dev', '/dev',
     '--proc', '/proc',
     '--tmpfs', '/tmp',
+    // A service that lives under /tmp (a CI checkout, a scratch project) would find its own folder hidden by the private /tmp: shown again, read-only.
+    ...(sandbox.cwd.startsWith('/tmp/') ? ['--ro-bind', sandbox.cwd, sandbox.cwd] : []),
     '--tmpfs', sandbox.dataDir,
     '--bind', sandbox.serviceDir, sandbox.serviceDir,
     ...sandbox.writable.flatMap((path) => ['--bind', path, path]),
