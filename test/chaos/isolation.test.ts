@@ -498,16 +498,18 @@ describe('noisy neighbours held to their limits', { skip: SKIP }, () => {
     assert.equal(leaker.lastExit.signal, 'SIGKILL');
   });
 
-  // Measured on this machine (2 shared cores), in 6 runs: the pooled p99 next to the
-  // hogs is 1.4-1.9× the baseline's (baseline ~2.5-3.5 ms, hogs on ~4.5-5.5 ms;
-  // p50 unchanged). Both hogs add to it: the burner, though held to 0.5 core, holds
-  // a CPU for up to 50 ms per 100 ms period and the gateway, the instance and the
-  // loader wait their turn behind it; each OOM kill adds the kernel's reclaim and a
-  // restart (a fork of the node process, a new Node.js starting). 25% does not hold
-  // here: left as asked, and marked todo so that it is reported, not silently relaxed.
+  // Measured on this machine (2 shared cores), 8 runs: the pooled p99 next to the
+  // hogs is 1.3-1.9× the baseline's (baseline 2.0-4.5 ms, hogs on 3.8-7.6 ms; p50
+  // unchanged, ±3%), and the gateway's own timing of the same requests says the
+  // same (1.3-2.1×): it is not the loader's doing. Both hogs add to it: the slices
+  // with the burner alone are 1.2-1.8× too, though it is held to 0.5 core (while
+  // it runs it holds a CPU, and the gateway, the instance and the loader wait their
+  // turn on the other); an OOM kill adds the kernel's reclaim and a restart (a
+  // fork of the node process, a new Node.js starting). 25% does not hold here:
+  // the assertion is left as asked and marked todo, reported rather than relaxed.
   it(
     'keeps-the-p99-of-the-normal-service-within-25-percent-of-its-baseline',
-    { todo: 'does not hold on this 2-core machine: p99 next to the hogs measured at 1.4-1.9× the baseline (see the diagnostics)' },
+    { todo: 'does not hold on this 2-core machine: p99 next to the hogs measured at 1.3-1.9× the baseline (see the diagnostics)' },
     () => {
       assert.ok(measured, 'measured by the test before');
       const { base, hogged } = measured;

@@ -252,7 +252,7 @@ describe('the sandbox', { skip: NEEDS_SANDBOX }, () => {
   let extra = '';
 
   before(async () => {
-    // Not under /tmp: the sandbox's private /tmp would hide it whatever the rest does.
+    // Under /var/tmp, not /tmp: the sandbox's private /tmp hides the host's /tmp (a service's own folder there is bound back read-only, but the data dirs these tests look into would not be).
     base = await mkdtemp('/var/tmp/berth-launch-');
     await chmod(base, 0o755);
     dataDir = join(base, 'data');
