@@ -333,7 +333,8 @@ describe('the sandbox', { skip: NEEDS_SANDBOX }, () => {
       [join(serviceDir, 'state')]: 'ok',
       '/tmp/scratch': 'ok',
       '/etc/berth-launch-test': 'EROFS',
-      [repo]: 'EROFS',
+      // A checkout under /tmp (CI's clean clone) is not there at all: the private /tmp hides it.
+      [repo]: repo.startsWith('/tmp/') ? 'ENOENT' : 'EROFS',
       [join(cwd, 'out')]: 'EROFS',
       [join(extra, 'file')]: 'EROFS',
     });
