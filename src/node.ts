@@ -61,6 +61,8 @@ export class BerthNode {
   #tokens: AdminTokens | undefined;
   /** The gateway's API keys, kept in the store (`apikeys/`). */
   #apiKeys: ApiKeys | undefined;
+  /** Users, limits and sandboxes of instances; its cgroups go when the node stops. */
+  #isolator: Isolator | undefined;
   /** CPU, memory, fds and processes of every running instance, sampled every few seconds. */
   #usage: UsageSampler | undefined;
   /** Verifies bearer JWTs against `auth.jwt`; null when the manifest declares no issuer. */
@@ -118,12 +120,13 @@ export class BerthNode {
 
       // What this machine can enforce of users, limits and sandboxes; what it cannot is said before anything starts.
       const isolator = await Isolator.open({ nodeName: spec.nodeName, dataDir: spec.dataDir });
-      const { cgroups, user, sandbox } = isolator.summary;
-      this.#logger.info({ event: Events.nodeIsolation, cgroups, user, sandbox }, `isolation: cgroups ${cgroups}; users ${user}; sandbox ${sandbox}`);
-      for (const problem of isolator.problems(versionsOf(spec))) this.#logger.warn({ event: Events.nodeIsolationProblem }, problem);
-      this.onReload((next) => {
-        for (const problem of isolator.problems(versionsOf(next))) this.#logger.warn({ event: Events.nodeIsolationProblem }, problem);
-      }, 'isolation');
+      this.#isolator = isolator;
+      this.#logger.info({ event: Events.nodeIsolation, cgroups: isolator.cgroups }, `isolation: cgroups ${isolator.cgroups}`);
+      const reportIsolation = async (next: NodeSpec): Promise<void> => {
+        for (const problem of await isolator.problems(versionsOf(next))) this.#logger.warn({ event: Events.nodeIsolationProblem }, problem);
+      };
+      await reportIsolation(spec);
+      this.onReload(reportIsolation, 'isolation');
       this.#usage = new UsageSampler({ clock: this.#clock, onError: (err) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'usage sampling failed') });
       if (process.platform === 'linux') this.#usage.start();
 
@@ -352,6 +355,7 @@ export class BerthNode {
     await this.#registrations?.close();
     await this.#supervisor?.stopAll();
     this.#usage?.stop();
+    await this.#isolator?.close().catch((err: unknown) => this.#logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot remove the node\'s cgroups'));
     await this.#gateway?.close();
     this.#watchdog?.close();
     await this.#catalog?.close();

@@ -12,7 +12,7 @@ import { ConnectionGuard } from '../security/connection-guard.js';
 import { identityHeaders, type Identity } from '../security/identity.js';
 import type { JwtVerifier } from '../security/jwt.js';
 import { MemoryRateLimitStore, type RateLimitStore } from '../security/rate-limit.js';
-import { CertificateWatcher, hstsHeader, serverTlsOptions, upstreamConnectOptions, type UpstreamConnectOptions } from '../security/tls.js';
+import { CertificateWatcher, checkCertificatePair, hstsHeader, serverTlsOptions, type UpstreamConnectOptions } from '../security/tls.js';
 import { Events } from '../telemetry/events.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Drainer } from '../supervisor/instance.js';
@@ -195,13 +195,12 @@ export class Gateway implements Drainer {
    */
   async preflight(spec: NodeSpec): Promise<void> {
     new TrustedProxies(spec.gateway.edge.trustedProxies);
-    for (const service of spec.groups.flatMap((g) => g.services)) {
-      if (service.upstreamTls !== null) await upstreamConnectOptions(service.upstreamTls);
-    }
+    await this.#upstream.check(spec.groups.flatMap((g) => g.services));
     const tls = spec.gateway.tls;
-    if (tls) {
-      const probe = await CertificateWatcher.load({ certFile: tls.certFile, keyFile: tls.keyFile, minVersion: tls.minVersion }, { onChange: () => undefined, onError: () => undefined });
-      probe.close();
+    // A listener whose files and floor are unchanged is kept as it is (its watcher follows the files): nothing to read.
+    const current = this.#spec?.gateway.tls;
+    if (tls && !(current && current.certFile === tls.certFile && current.keyFile === tls.keyFile && current.minVersion === tls.minVersion)) {
+      await checkCertificatePair(tls.certFile, tls.keyFile);
     }
   }
 

@@ -34,13 +34,7 @@ export class UpstreamTls {
    * changes nothing.
    */
   async configure(services: readonly ServiceSpec[]): Promise<void> {
-    const wanted = new Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>();
-    for (const service of services) {
-      if (service.upstreamTls === null) continue;
-      const key = keyOf(service);
-      const known = this.#secure.get(key);
-      wanted.set(key, known && isDeepStrictEqual(known.spec, service.upstreamTls) ? { spec: service.upstreamTls } : { spec: service.upstreamTls, connect: await upstreamConnectOptions(service.upstreamTls) });
-    }
+    const wanted = await this.#read(services);
     const retired: Agent[] = [];
     for (const [key, entry] of this.#secure) {
       const want = wanted.get(key);
@@ -54,6 +48,23 @@ export class UpstreamTls {
     }
     // Requests in flight on a retired agent finish; it then closes its connections.
     for (const agent of retired) void agent.close().catch(() => undefined);
+  }
+
+  /** Reads the files of the services whose TLS settings changed, and changes nothing: a reload's preflight. */
+  async check(services: readonly ServiceSpec[]): Promise<void> {
+    await this.#read(services);
+  }
+
+  /** Each TLS service's settings, with its files read when they changed (unchanged ones keep their agent). */
+  async #read(services: readonly ServiceSpec[]): Promise<Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>> {
+    const wanted = new Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>();
+    for (const service of services) {
+      if (service.upstreamTls === null) continue;
+      const key = keyOf(service);
+      const known = this.#secure.get(key);
+      wanted.set(key, known && isDeepStrictEqual(known.spec, service.upstreamTls) ? { spec: service.upstreamTls } : { spec: service.upstreamTls, connect: await upstreamConnectOptions(service.upstreamTls) });
+    }
+    return wanted;
   }
 
   /** Whether the service's instances are reached over TLS (their origin is https://). */

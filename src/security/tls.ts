@@ -80,6 +80,11 @@ async function loadPair(certFile: string, keyFile: string): Promise<TlsMaterial 
   return { cert, key, certificate };
 }
 
+/** Reads and checks a certificate and its key, as a listener would load them, and keeps nothing: a reload's preflight. */
+export async function checkCertificatePair(certFile: string, keyFile: string): Promise<void> {
+  await loadPair(certFile, keyFile);
+}
+
 function contextOptions(material: TlsMaterial, minVersion: string): ServerContext {
   return { cert: material.cert, key: material.key, minVersion: floorVersion(minVersion), honorCipherOrder: true };
 }

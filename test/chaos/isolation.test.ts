@@ -8,10 +8,9 @@
 // and the gateway keep answering, and nothing of it is left once the node stops.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import readline from 'node:readline';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import type { InstanceView } from '../../src/admin/api.js';
+import { nodeCgroupDirs } from '../support/cgroups.js';
 import { BerthProcess, makeProject, testManifest, waitForExit, type LogLine } from '../support/node-process.js';
 
 /** Limits need root and cgroups; elsewhere Berth runs without them and says so, which is not what is tested here. */
@@ -336,20 +336,6 @@ async function pollInstance(node: BerthProcess, service: string, check: (r: Inst
   }
 }
 
-/**
- * Berth removes each instance's cgroup, but not its node's own group
- * (`berth/<node>-<hash of the data dir>`), which it reuses at the next start:
- * with a temp data dir per test run, one would be left behind at every run.
- */
-async function removeNodeCgroups(node: BerthProcess | undefined): Promise<void> {
-  const name = node?.logs.find((l) => l.event === 'node.starting')?.node;
-  if (node === undefined || typeof name !== 'string' || node.dataDir === '') return;
-  const group = `${name}-${createHash('sha256').update(node.dataDir).digest('hex').slice(0, 8)}`;
-  const roots = existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup'] : (await readdir('/sys/fs/cgroup')).map((c) => join('/sys/fs/cgroup', c));
-  // rmdir removes an empty group only: one still in use stays.
-  for (const root of roots) await rmdir(join(root, 'berth', group)).catch(() => undefined);
-}
-
 describe('noisy neighbours held to their limits', { skip: SKIP }, () => {
   let project: Awaited<ReturnType<typeof makeProject>>;
   let node: BerthProcess;
@@ -371,7 +357,8 @@ describe('noisy neighbours held to their limits', { skip: SKIP }, () => {
   after(async () => {
     await loader?.kill();
     await node?.stop();
-    await removeNodeCgroups(node);
+    // Berth removes its cgroups when it stops, its own node group included.
+    if (node) assert.deepEqual(await nodeCgroupDirs(node), []);
     await project?.cleanup();
   });
 
@@ -544,7 +531,8 @@ describe('a fork bomb held to its pids limit', { skip: SKIP }, () => {
 
   after(async () => {
     await node?.stop();
-    await removeNodeCgroups(node);
+    // Berth removes its cgroups when it stops, its own node group included.
+    if (node) assert.deepEqual(await nodeCgroupDirs(node), []);
     await project?.cleanup();
   });
 

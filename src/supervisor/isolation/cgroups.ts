@@ -96,6 +96,8 @@ export interface CgroupDriver {
   create(name: string, limits: ResourcesSpec): Promise<InstanceCgroup>;
   /** Empties and removes every group of this node: what a previous run left. Resolves with how many instances had one. */
   sweep(): Promise<number>;
+  /** sweep(), then removes the node's own group (when the node stops): nothing of it stays behind. */
+  close(): Promise<void>;
 }
 
 export interface DetectOptions {
@@ -393,6 +395,11 @@ class CgroupV1Driver implements CgroupDriver {
     return sweepNodeDirs(this.#fs, this.#nodeDirs());
   }
 
+  async close(): Promise<void> {
+    await this.sweep();
+    for (const dir of this.#nodeDirs()) await this.#fs.rmdir(dir).catch(() => undefined);
+  }
+
   /** `<mount>/<parent>/<node>` in every usable hierarchy, each once (a co-mount is one hierarchy). */
   #nodeDirs(): string[] {
     const s = this.#support;
@@ -456,6 +463,12 @@ class CgroupV2Driver implements CgroupDriver {
 
   async sweep(): Promise<number> {
     return sweepNodeDirs(this.#fs, [this.#nodeDir]);
+  }
+
+  async close(): Promise<void> {
+    await this.sweep();
+    await this.#fs.rmdir(this.#nodeDir).catch(() => undefined);
+    this.#nodeReady = undefined;
   }
 
   /** `<root>/<parent>/<node>`, passing every available controller on to the instances' groups. */

@@ -45,35 +45,31 @@ export class Isolator {
   readonly #options: IsolatorOptions;
   readonly #cgroups: CgroupSupport | null;
   readonly #driver: CgroupDriver | null;
-  readonly #support: IsolationSupport;
+  /** Probed on first need (it runs setpriv and bwrap): a node with no user and no sandbox never pays for it. */
+  #support: Promise<IsolationSupport> | undefined;
 
-  private constructor(options: IsolatorOptions, cgroups: CgroupSupport | null, support: IsolationSupport) {
+  private constructor(options: IsolatorOptions, cgroups: CgroupSupport | null, support: IsolationSupport | undefined) {
     this.#options = options;
     this.#cgroups = cgroups;
     // The data dir is in the name: two nodes on one machine under the same name (a test run, a staging copy) must not sweep each other's groups.
     const owner = `${options.nodeName}-${createHash('sha256').update(options.dataDir).digest('hex').slice(0, 8)}`;
     this.#driver = cgroups ? cgroupDriver(cgroups, owner) : null;
-    this.#support = support;
+    this.#support = support && Promise.resolve(support);
   }
 
   /** Detects what this machine can enforce, and empties the cgroups a previous run of this node left. */
   static async open(options: IsolatorOptions): Promise<Isolator> {
     const cgroups = options.cgroups !== undefined ? options.cgroups : process.platform === 'linux' ? await detectCgroups() : null;
-    const support = options.support ?? (await isolationSupport());
-    const isolator = new Isolator(options, cgroups, support);
+    const isolator = new Isolator(options, cgroups, options.support);
     await isolator.#driver?.sweep();
     return isolator;
   }
 
-  /** What the machine offers, for `berth status` and the start-up line. */
-  get summary(): { cgroups: string; user: string; sandbox: string } {
+  /** The cgroups this machine offers, for the start-up line. */
+  get cgroups(): string {
     const c = this.#cgroups;
     const controllers = c ? Object.entries(c.controllers).map(([name, s]) => `${name} ${s.available ? 'yes' : `no (${s.message})`}`) : [];
-    return {
-      cgroups: c ? `v${c.version}: ${controllers.join(', ')}` : 'none',
-      user: this.#support.user === true ? 'yes' : `no (${this.#support.user})`,
-      sandbox: this.#support.sandbox === true ? 'yes' : `no (${this.#support.sandbox})`,
-    };
+    return c ? `v${c.version}: ${controllers.join(', ')}` : 'none';
   }
 
   /**
@@ -81,22 +77,37 @@ export class Isolator {
    * each, with what Berth does instead: for `berth up` to say before anything
    * starts.
    */
-  problems(versions: readonly VersionSpec[]): string[] {
+  async problems(versions: readonly VersionSpec[]): Promise<string[]> {
     const out: string[] = [];
     for (const v of versions) {
       const iso = v.isolation;
       for (const limit of unsupportedLimits(this.#cgroups, iso.resources)) out.push(`${v.key}: ${limit}; it runs without that limit`);
-      if (iso.user !== null && this.#support.user !== true) out.push(`${v.key}: cannot run as another user (${this.#support.user}); its instances are not started`);
-      if (iso.sandbox !== null && this.#support.sandbox !== true) out.push(`${v.key}: no filesystem sandbox (${this.#support.sandbox}); its instances are not started`);
+      if (iso.user === null && iso.sandbox === null) continue;
+      const support = await this.#probe();
+      if (iso.user !== null && support.user !== true) out.push(`${v.key}: cannot run as another user (${support.user}); its instances are not started`);
+      if (iso.sandbox !== null && support.sandbox !== true) out.push(`${v.key}: no filesystem sandbox (${support.sandbox}); its instances are not started`);
     }
     return out;
+  }
+
+  /** Removes every cgroup of this node, its own included: call once every instance has stopped. */
+  async close(): Promise<void> {
+    await this.#driver?.close();
+  }
+
+  #probe(): Promise<IsolationSupport> {
+    this.#support ??= isolationSupport();
+    return this.#support;
   }
 
   /** The cgroup, user, service dir and command line of one start of an instance. Rejects with BERTH_ERR_ISOLATION when the instance must not start. */
   async prepare(instanceId: string, spec: VersionSpec): Promise<PreparedInstance> {
     const iso = spec.isolation;
-    if (iso.user !== null && this.#support.user !== true) throw new BerthError('BERTH_ERR_ISOLATION', `cannot run ${spec.key} as another user: ${this.#support.user}`);
-    if (iso.sandbox !== null && this.#support.sandbox !== true) throw new BerthError('BERTH_ERR_ISOLATION', `cannot sandbox ${spec.key}: ${this.#support.sandbox}`);
+    if (iso.user !== null || iso.sandbox !== null) {
+      const support = await this.#probe();
+      if (iso.user !== null && support.user !== true) throw new BerthError('BERTH_ERR_ISOLATION', `cannot run ${spec.key} as another user: ${support.user}`);
+      if (iso.sandbox !== null && support.sandbox !== true) throw new BerthError('BERTH_ERR_ISOLATION', `cannot sandbox ${spec.key}: ${support.sandbox}`);
+    }
     const user = iso.user === null ? null : await resolveUser(iso.user);
     const limits = this.#enforceable(iso.resources);
     const cgroup: InstanceCgroup | null = this.#driver && neededControllers(limits).length > 0 ? await this.#driver.create(instanceId, limits) : null;
