@@ -9,7 +9,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import type { ResourcesSpec } from '../../manifest/types.js';
 import {
   cgroupDriver,
-  cpuQuotaUs,
+  cpuBandwidth,
   detectCgroups,
   kernelCgroupFs,
   unsupportedLimits,
@@ -237,9 +237,19 @@ describe('cgroup v2 driver (fake kernel: no v2 controllers on the test machine)'
     assert.deepEqual(cg.procsFiles, [join(dir, 'cgroup.procs')]);
     assert.equal(await text(join(dir, 'memory.max')), String(64 * MiB));
     assert.equal(await text(join(dir, 'memory.swap.max')), '0');
-    assert.equal(await text(join(dir, 'cpu.max')), '150000 100000');
+    assert.equal(await text(join(dir, 'cpu.max')), '15000 10000');
     assert.equal(await text(join(dir, 'pids.max')), '100');
     assert.deepEqual(words(await text(join(k.root, 'berth', 'node-a', 'cgroup.subtree_control'))), new Set(['cpu', 'memory', 'pids']));
+  });
+
+  it('gives-10-ms-periods-and-lengthens-them-only-where-the-quota-would-fall-under-1-ms', () => {
+    assert.deepEqual(cpuBandwidth(0.5), { quotaUs: 5_000, periodUs: 10_000 });
+    assert.deepEqual(cpuBandwidth(2), { quotaUs: 20_000, periodUs: 10_000 });
+    assert.deepEqual(cpuBandwidth(0.1), { quotaUs: 1_000, periodUs: 10_000 });
+    assert.deepEqual(cpuBandwidth(0.05), { quotaUs: 1_000, periodUs: 20_000 });
+    assert.deepEqual(cpuBandwidth(0.003), { quotaUs: 1_000, periodUs: 333_334 });
+    // The kernel's bounds: quota at least 1 ms, period at most 1 s.
+    assert.deepEqual(cpuBandwidth(0.0001), { quotaUs: 1_000, periodUs: 1_000_000 });
   });
 
   it('writes-only-the-files-of-the-limits-set', async () => {
@@ -249,8 +259,7 @@ describe('cgroup v2 driver (fake kernel: no v2 controllers on the test machine)'
     const driver = cgroupDriver(support, 'node-a', k);
     const cg = await driver.create('api-1', limits({ cpu: 0.001 }));
     const inGroup = k.writes.filter(([f]) => f.startsWith('berth/node-a/api-1/'));
-    assert.deepEqual(inGroup, [['berth/node-a/api-1/cpu.max', `${cpuQuotaUs(0.001)} 100000`]]);
-    assert.equal(cpuQuotaUs(0.001), 1000, 'the kernel refuses a quota under 1 ms');
+    assert.deepEqual(inGroup, [['berth/node-a/api-1/cpu.max', '1000 1000000']]);
     assert.equal(await text(join(k.root, 'berth', 'node-a', 'api-1', 'memory.max')), 'max');
     const none = await driver.create('api-2', NO_LIMITS);
     assert.deepEqual(none.procsFiles, []);
@@ -345,7 +354,7 @@ describe('cgroup detection and refusals', () => {
     const cg = await driver.create('api-1', limits({ cpu: 0.25 }));
     const dir = join(k.root, 'cpu,cpuacct', 'berth', 'node-a', 'api-1');
     assert.deepEqual(cg.procsFiles, [join(dir, 'cgroup.procs')]);
-    assert.equal(await text(join(dir, 'cpu.cfs_quota_us')), '25000');
+    assert.equal(await text(join(dir, 'cpu.cfs_quota_us')), '2500');
     await writeFile(join(dir, 'cpuacct.usage'), '123456789\n');
     assert.equal(await cg.cpuUsageNs(), 123_456_789);
     assert.equal(await cg.memoryBytes(), null);
@@ -446,8 +455,8 @@ describe('cgroup v1 driver on this machine', { skip: V1_SKIP }, () => {
     assert.equal(await text(join(memory, 'memory.limit_in_bytes')), String(64 * MiB));
     if (existsSync(join(memory, 'memory.memsw.limit_in_bytes'))) assert.equal(await text(join(memory, 'memory.memsw.limit_in_bytes')), String(64 * MiB));
     assert.equal(await text(join(memory, 'memory.swappiness')), '0');
-    assert.equal(await text(join(cpu, 'cpu.cfs_period_us')), '100000');
-    assert.equal(await text(join(cpu, 'cpu.cfs_quota_us')), '50000');
+    assert.equal(await text(join(cpu, 'cpu.cfs_period_us')), '10000');
+    assert.equal(await text(join(cpu, 'cpu.cfs_quota_us')), '5000');
     assert.equal(await text(join(pids, 'pids.max')), '32');
     assert.equal(await cg.pids(), 0);
     assert.equal(await cg.oomKills(), 0);
