@@ -44,7 +44,7 @@ Measures Berth's gateway against direct-to-instance and nginx, interleaved.
                         (default ${DEFAULT_TARGETS.join(',')});
                         berth: log.level warn (no access log lines);
                         berth+log: log.level info, access log JSON to /dev/null;
-                        node-proxy: node:http + undici and nothing else
+                        node-proxy: node:http + Berth's HTTP/1.1 client and nothing else
                         (node-proxy.mjs), the floor for a Node gateway
   --max-other <pct>     a round during which processes the bench did not start,
                         plus the hypervisor's steal, took more than pct % of a
@@ -57,6 +57,9 @@ Measures Berth's gateway against direct-to-instance and nginx, interleaved.
                         print each one's top 25 self-time functions over its
                         measured rounds, in µs per request (the figures then
                         include the profiler's cost)
+  --node-flags <flags>  extra Node.js flags for the Berth nodes and node-proxy,
+                        space-separated (--node-flags=--trace-gc; output goes
+                        to the log files kept with --keep)
   --json                print the results as JSON instead of tables
   --json-out <file>     also write the JSON to a file (tables still printed)
   --keep                keep the temp dir (manifests, logs, profiles)
@@ -94,6 +97,7 @@ function parseOptionValues(argv) {
       'wait-quiet': { type: 'string', default: '0s' },
       'no-pin': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'node-flags': { type: 'string', default: '' },
       json: { type: 'boolean', default: false },
       'json-out': { type: 'string' },
       keep: { type: 'boolean', default: false },
@@ -119,6 +123,7 @@ function validOptions(values) {
     waitQuietS: seconds(values['wait-quiet'], 'wait-quiet', true),
     pin: !values['no-pin'],
     profile: values.profile,
+    nodeFlags: values['node-flags'].split(/\s+/).filter(Boolean),
     json: values.json,
     jsonOut: values['json-out'] ? resolve(values['json-out']) : null,
     keep: values.keep,
@@ -414,7 +419,7 @@ async function startBerth({ name, tmp, opts, accessLog }) {
   const err = openSync(join(dir, 'berth.stderr'), 'w');
   const profileDir = opts.profile ? join(dir, 'profile') : null;
   // Berth as users run it: with the runtime flags its executable's shebang sets.
-  const nodeArgs = [...shebangFlags(BERTH_BIN), ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
+  const nodeArgs = [...shebangFlags(BERTH_BIN), ...opts.nodeFlags, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const [file, args] = withCpu(opts.pin, 1, process.execPath, [...nodeArgs, BERTH_BIN, 'up', '-f', manifest, '--log-format', 'json']);
   const child = start(name, file, args, { stdout: out, stderr: err });
   closeSync(out);
@@ -487,7 +492,7 @@ async function startNodeProxy({ tmp, opts, instances }) {
   const port = await freePort();
   const stderr = openSync(join(tmp, 'node-proxy.stderr'), 'w');
   const profileDir = opts.profile ? join(tmp, 'node-proxy-profile') : null;
-  const nodeArgs = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const nodeArgs = [...opts.nodeFlags, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const [file, args] = withCpu(opts.pin, 1, process.execPath, [...nodeArgs, join(HERE, 'node-proxy.mjs')]);
   const child = start('node-proxy', file, args, { stderr, env: { ...process.env, PORT: String(port), PREFIX: ROUTE, INSTANCES: instances.map((r) => `${r.address}:${r.port}`).join(',') } });
   closeSync(stderr);
@@ -802,7 +807,7 @@ function ratiosOf(targets) {
   add('nginx / direct req/s', 'nginx', 'direct', 'reqPerSec');
   add('node-proxy / nginx req/s', 'node-proxy', 'nginx', 'reqPerSec');
   add('node-proxy / nginx CPU µs/req', 'node-proxy', 'nginx', 'cpuUsPerRequest');
-  add('berth / node-proxy req/s', 'berth', 'node-proxy', 'reqPerSec', () => 'Berth above bare node:http + undici');
+  add('berth / node-proxy req/s', 'berth', 'node-proxy', 'reqPerSec', () => 'Berth above bare node:http + its client');
   add('berth / node-proxy CPU µs/req', 'berth', 'node-proxy', 'cpuUsPerRequest');
   add('berth+log / berth req/s', 'berth+log', 'berth', 'reqPerSec', () => 'the cost of the access log');
   add('berth+log / berth CPU µs/req', 'berth+log', 'berth', 'cpuUsPerRequest');

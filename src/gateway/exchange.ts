@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
+import type { UpstreamClient } from './http1/client.js';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
 import type { RetrySpec } from '../manifest/types.js';
 import type { Bulkhead } from '../resilience/bulkhead.js';
@@ -21,7 +21,7 @@ import type { Target } from './target.js';
 export type RoutedMatch = Extract<RouteMatch, { ok: true }>;
 
 export interface ExchangeDeps {
-  dispatcher: Dispatcher;
+  client: UpstreamClient;
   observer: GatewayObserver;
   bodyIdleTimeoutMs: number;
   random: () => number;
@@ -175,7 +175,7 @@ export class Exchange implements TryListener {
     this.#try = sendTry(
       this.#res,
       {
-        dispatcher: this.#runtime.dispatcher ?? this.#deps.dispatcher,
+        client: this.#runtime.client ?? this.#deps.client,
         origin: target.origin,
         path: this.#match.path,
         headers: upstreamHeaders(this.#req, { requestId, prefix: this.#match.prefix, proto: this.#ctx.proto, timeoutMs: tryTimeout, forwardedFor: this.#ctx.forwardedFor, identity: this.#ctx.identity }),

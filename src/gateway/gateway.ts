@@ -67,6 +67,8 @@ interface Listener {
 const BODY_IDLE_TIMEOUT_MS = 300_000;
 /** Keep-alive connections to instances, per instance. */
 const CONNECTIONS_PER_INSTANCE = 256;
+/** Connecting to an instance (and its TLS handshake) past this is a connect failure. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * The data plane: listeners → route → balancer → instance. The route table is
@@ -101,9 +103,9 @@ export class Gateway implements Drainer {
   constructor(deps: GatewayDeps) {
     this.#deps = deps;
     this.#log = deps.logger.child({ component: 'gateway' });
-    this.#upstream = new UpstreamTls({ connections: CONNECTIONS_PER_INSTANCE, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 });
+    this.#upstream = new UpstreamTls({ connections: CONNECTIONS_PER_INSTANCE, keepAliveTimeoutMs: 4_000, keepAliveMaxTimeoutMs: 60_000, connectTimeoutMs: CONNECT_TIMEOUT_MS });
     this.#exchangeDeps = {
-      dispatcher: this.#upstream.dispatcher,
+      client: this.#upstream.client,
       observer: deps.observer,
       bodyIdleTimeoutMs: BODY_IDLE_TIMEOUT_MS,
       random: deps.random ?? Math.random,
@@ -357,7 +359,7 @@ export class Gateway implements Drainer {
     let runtime = this.#runtimes.get(key);
     if (runtime) {
       runtime.update(spec.policies, spec.routes);
-      runtime.dispatcher = this.#upstream.dispatcherFor(spec);
+      runtime.client = this.#upstream.clientFor(spec);
       return runtime;
     }
     const observer = this.#deps.observer;
@@ -369,7 +371,7 @@ export class Gateway implements Drainer {
         this.#queueRebuild();
       },
     });
-    runtime.dispatcher = this.#upstream.dispatcherFor(spec);
+    runtime.client = this.#upstream.clientFor(spec);
     this.#runtimes.set(key, runtime);
     return runtime;
   }

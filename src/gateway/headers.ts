@@ -91,15 +91,16 @@ function stripConnectionTokens(flat: string[], connection: string): void {
   }
 }
 
-/** Response headers from an instance, less hop-by-hop ones, with the gateway's x-request-id (over the instance's copy), ready for `writeHead`. */
-export function downstreamHeaders(headers: Record<string, string | string[] | undefined>, requestId: string): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = { 'x-request-id': requestId };
-  const connection = headers.connection;
-  const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((t) => t.trim()) : [];
-  for (const name in headers) {
-    const value = headers[name];
-    if (value === undefined || name === 'x-request-id' || HOP_BY_HOP.has(name) || (named.length > 0 && named.includes(name))) continue;
-    out[name] = value;
+/**
+ * Response headers from an instance, as the client parsed them (a flat list,
+ * lower-case names, hop-by-hop fields already dropped), with the gateway's
+ * x-request-id over the instance's copy: a flat list for `writeHead`.
+ */
+export function downstreamHeaders(headers: readonly string[], requestId: string): string[] {
+  const out = ['x-request-id', requestId];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (name !== 'x-request-id') out.push(name, headers[i + 1]!);
   }
   return out;
 }

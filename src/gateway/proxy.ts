@@ -1,10 +1,10 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../errors.js';
 import { BodyTooLarge } from './body-limit.js';
 import { downstreamHeaders } from './headers.js';
+import { ResponseParseError, type UpstreamClient, type UpstreamController, type UpstreamHandler } from './http1/client.js';
 
 /** Why a try failed without a response the client got. */
 export type TryFailure = 'connect' | 'reset' | 'timeout' | 'client' | 'too-large';
@@ -19,7 +19,7 @@ export type TryOutcome =
   | { kind: 'failed'; failure: TryFailure; code: ErrorCode; message: string; responded: boolean; status: number; bytesOut: number };
 
 export interface TryOptions {
-  dispatcher: Dispatcher;
+  client: UpstreamClient;
   origin: string;
   path: string;
   headers: string[];
@@ -51,33 +51,19 @@ export interface Try {
  */
 export function sendTry(res: ServerResponse, options: TryOptions, listener: TryListener): Try {
   const handler = new TryHandler(res, options, listener);
-  options.dispatcher.dispatch(
-    {
-      origin: options.origin,
-      path: options.path,
-      method: res.req.method as Dispatcher.HttpMethod,
-      headers: options.headers,
-      body: options.body,
-      // The timeouts are the handler's own (native timers): undici's would
-      // replace a pooled timer object on every request, each kept until its
-      // half-second sweep, long enough to be promoted to the old generation.
-      // Measured under load: a major GC every 3.5 s instead of every 20 s+,
-      // and with it most of the p99 tail (docs/performance.md).
-      headersTimeout: 0,
-      bodyTimeout: 0,
-      // Retries are the gateway's decision (policies), never undici's.
-      idempotent: false,
-    },
-    handler,
-  );
+  // The timeouts are the handler's own: one native timer per try (a timer
+  // object per request kept past its use was, under undici, most of the GC
+  // behind the p99 tail: docs/performance.md). Retries are the gateway's
+  // decision (policies), never the client's.
+  options.client.dispatch({ origin: options.origin, path: options.path, method: res.req.method ?? 'GET', headers: options.headers, body: options.body }, handler);
   return handler;
 }
 
-class TryHandler implements Dispatcher.DispatchHandler, Try {
+class TryHandler implements UpstreamHandler, Try {
   readonly #res: ServerResponse;
   readonly #options: TryOptions;
   readonly #listener: TryListener;
-  #controller: Dispatcher.DispatchController | undefined;
+  #controller: UpstreamController | undefined;
   /**
    * One timer per try: armed for the headers timeout (or the body's idle
    * timeout if shorter); when it fires after the response started, it re-arms
@@ -88,7 +74,7 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
   #headersDeadline: number;
   /** performance.now() of the response's start or its latest body chunk. */
   #lastActivity = 0;
-  /** Why the try was cancelled before undici handed over its controller. */
+  /** Why the try was cancelled before the client handed over its controller. */
   #cancelled: Error | undefined;
   #status = 0;
   #bytes = 0;
@@ -125,19 +111,19 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
       this.#controller.abort(err);
       return;
     }
-    // Still queued in undici, which has not handed over a controller: end now, abort once it does.
+    // Not yet handed to the client, which has not given a controller: end now, abort once it does.
     this.#cancelled = err;
     this.onResponseError(undefined, err);
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
+  onRequestStart(controller: UpstreamController): void {
     this.#controller = controller;
     if (this.#cancelled) controller.abort(this.#cancelled);
     else if (this.#res.destroyed) controller.abort(new ClientGone());
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
-    if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is answered by the listener)
+  onResponseStart(_controller: UpstreamController, statusCode: number, headers: string[]): void {
+    // (1xx informational responses are skipped by the client: 100-continue is answered by the listener.)
     this.#status = statusCode;
     this.#lastActivity = performance.now();
     if (this.#listener.discard(statusCode)) {
@@ -151,7 +137,7 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     this.#res.writeHead(statusCode, downstreamHeaders(headers, this.#options.requestId));
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(controller: UpstreamController, chunk: Buffer): void {
     this.#lastActivity = performance.now();
     if (this.#discarding) {
       // Read to the end, so the connection stays reusable; a large error body is not worth it.
@@ -184,7 +170,7 @@ class TryHandler implements Dispatcher.DispatchHandler, Try {
     this.#listener.tryEnded({ kind: 'response', status: this.#status, bytesOut: this.#bytes });
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+  onResponseError(_controller: UpstreamController | undefined, err: Error): void {
     if (this.#finished) return;
     this.#finished = true;
     clearTimeout(this.#timer);
@@ -233,9 +219,10 @@ function classify(err: Error): { failure: TryFailure; code: ErrorCode; message: 
   if (err instanceof ClientGone) return { failure: 'client', code: 'BERTH_ERR_UPSTREAM_RESET', message: err.message };
   if (err instanceof TryTimeout) return { failure: 'timeout', code: 'BERTH_ERR_UPSTREAM_TIMEOUT', message: err.message };
   if (err instanceof BodyTooLarge) return { failure: 'too-large', code: 'BERTH_ERR_BODY_TOO_LARGE', message: err.message };
+  if (err instanceof ResponseParseError) return { failure: 'reset', code: 'BERTH_ERR_UPSTREAM_RESET', message: `the instance sent an invalid response: ${err.message}` };
   const code = (err as NodeJS.ErrnoException).code;
   switch (code) {
-    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'BERTH_UPSTREAM_CONNECT_TIMEOUT':
     case 'ECONNREFUSED':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
-import type { Dispatcher } from 'undici';
+import type { UpstreamClient } from './http1/client.js';
 import type { Clock } from '../clock.js';
 import type { PolicySpec, RouteSpec } from '../manifest/types.js';
 import { Bulkhead, type BulkheadSnapshot } from '../resilience/bulkhead.js';
@@ -45,8 +45,8 @@ export class ServiceRuntime {
   budget!: RetryBudget;
   bulkhead!: Bulkhead;
   breaker: CircuitBreaker | null = null;
-  /** How requests reach the instances (a TLS agent for a service with `tls:`); null: the gateway's shared one. */
-  dispatcher: Dispatcher | null = null;
+  /** How requests reach the instances (a TLS client for a service with `tls:`); null: the gateway's shared one. */
+  client: UpstreamClient | null = null;
   /** Authentication, authorization, rate limits, body size and methods, per route. */
   edge!: ServiceEdge;
   #routes: readonly RouteSpec[];

@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
-import { request, type Dispatcher } from 'undici';
 import { makeCerts, type Certs } from '../../test/support/certs.js';
 import type { ServiceSpec, UpstreamTlsSpec } from '../manifest/types.js';
+import type { UpstreamClient } from './http1/client.js';
 import { UpstreamTls } from './upstream-tls.js';
 
 let root: string;
@@ -58,16 +58,31 @@ const untrusted = (): Promise<Instance> => instance(https.createServer({ cert: c
 
 const service = (name: string, tls: UpstreamTlsSpec | null): ServiceSpec => ({ group: 'g', name, upstreamTls: tls }) as ServiceSpec;
 
-/** An UpstreamTls with one service `s` reached with these settings: its dispatcher, and close(). */
-async function agentWith(tls: UpstreamTlsSpec): Promise<{ dispatcher: Dispatcher; close(): Promise<void> }> {
-  const upstream = new UpstreamTls({ connections: 4, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 });
+const OPTIONS = { connections: 4, keepAliveTimeoutMs: 4_000, keepAliveMaxTimeoutMs: 60_000, connectTimeoutMs: 5_000 };
+
+/** An UpstreamTls with one service `s` reached with these settings: its client, and close(). */
+async function agentWith(tls: UpstreamTlsSpec): Promise<{ client: UpstreamClient; close(): Promise<void> }> {
+  const upstream = new UpstreamTls(OPTIONS);
   await upstream.configure([service('s', tls)]);
-  return { dispatcher: upstream.dispatcherFor({ group: 'g', name: 's' }), close: () => upstream.close() };
+  return { client: upstream.clientFor({ group: 'g', name: 's' }), close: () => upstream.close() };
 }
 
-async function get(agent: { dispatcher: Dispatcher }, origin: string): Promise<{ status: number; body: string }> {
-  const res = await request(`${origin}/`, { dispatcher: agent.dispatcher });
-  return { status: res.statusCode, body: await res.body.text() };
+/** GET / through the client: the status and the body, or the client's error. */
+function get(agent: { client: UpstreamClient }, origin: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    const chunks: Buffer[] = [];
+    agent.client.dispatch(
+      { origin, path: '/', method: 'GET', headers: [], body: null },
+      {
+        onRequestStart: () => undefined,
+        onResponseStart: (_c, s) => (status = s),
+        onResponseData: (_c, chunk) => chunks.push(chunk),
+        onResponseEnd: () => resolve({ status, body: Buffer.concat(chunks).toString() }),
+        onResponseError: (_c, err) => reject(err),
+      },
+    );
+  });
 }
 
 describe('UpstreamTls', { timeout: 10_000 }, () => {
@@ -109,29 +124,29 @@ describe('UpstreamTls', { timeout: 10_000 }, () => {
     }
   });
 
-  it('gives-each-service-its-own-settings-and-plain-services-the-shared-agent', async () => {
+  it('gives-each-service-its-own-settings-and-plain-services-the-shared-client', async () => {
     const mtls = await mutualTls();
     const other = await untrusted();
-    const upstream = new UpstreamTls({ connections: 4, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 });
+    const upstream = new UpstreamTls(OPTIONS);
     await upstream.configure([
       service('mtls', { caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, verify: true }),
       service('lax', { verify: false }),
       service('plain', null),
     ]);
     try {
-      assert.deepEqual(await get({ dispatcher: upstream.dispatcherFor({ group: 'g', name: 'mtls' }) }, mtls.origin), { status: 200, body: 'berth-test-client' });
-      assert.deepEqual(await get({ dispatcher: upstream.dispatcherFor({ group: 'g', name: 'lax' }) }, other.origin), { status: 200, body: '-' });
-      assert.equal(upstream.dispatcherFor({ group: 'g', name: 'plain' }), upstream.dispatcher);
+      assert.deepEqual(await get({ client: upstream.clientFor({ group: 'g', name: 'mtls' }) }, mtls.origin), { status: 200, body: 'berth-test-client' });
+      assert.deepEqual(await get({ client: upstream.clientFor({ group: 'g', name: 'lax' }) }, other.origin), { status: 200, body: '-' });
+      assert.equal(upstream.clientFor({ group: 'g', name: 'plain' }), upstream.client);
       assert.equal(upstream.secure({ group: 'g', name: 'mtls' }), true);
       assert.equal(upstream.secure({ group: 'g', name: 'plain' }), false);
-      // A reload that keeps a service's settings keeps its agent (and its connections); one that changes them replaces it.
-      const before = upstream.dispatcherFor({ group: 'g', name: 'mtls' });
+      // A reload that keeps a service's settings keeps its client (and its connections); one that changes them replaces it.
+      const before = upstream.clientFor({ group: 'g', name: 'mtls' });
       await upstream.configure([service('mtls', { caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, verify: true }), service('lax', { verify: true })]);
-      assert.equal(upstream.dispatcherFor({ group: 'g', name: 'mtls' }), before);
-      await assert.rejects(get({ dispatcher: upstream.dispatcherFor({ group: 'g', name: 'lax' }) }, other.origin));
+      assert.equal(upstream.clientFor({ group: 'g', name: 'mtls' }), before);
+      await assert.rejects(get({ client: upstream.clientFor({ group: 'g', name: 'lax' }) }, other.origin));
       // A file that cannot be read refuses the whole configuration and changes nothing.
       await assert.rejects(upstream.configure([service('mtls', { caFile: join(root, 'missing.pem'), verify: true })]), /missing\.pem/);
-      assert.equal(upstream.dispatcherFor({ group: 'g', name: 'mtls' }), before);
+      assert.equal(upstream.clientFor({ group: 'g', name: 'mtls' }), before);
     } finally {
       await upstream.close();
       await Promise.all([mtls.close(), other.close()]);

@@ -1,31 +1,26 @@
 import { isDeepStrictEqual } from 'node:util';
-import { Agent, type Dispatcher } from 'undici';
+import { UpstreamClient, type UpstreamClientOptions } from './http1/client.js';
 import type { ServiceSpec, UpstreamTlsSpec } from '../manifest/types.js';
 import { upstreamConnectOptions, type UpstreamConnectOptions } from '../security/tls.js';
 
-export interface UpstreamPoolOptions {
-  /** Keep-alive connections per instance. */
-  connections: number;
-  keepAliveTimeout: number;
-  keepAliveMaxTimeout: number;
-}
+export type UpstreamPoolOptions = Omit<UpstreamClientOptions, 'tls'>;
 
 /**
- * Connections from the gateway to instances: one shared agent for plain HTTP,
- * and one per service that is reached over TLS (`tls:` in the manifest), with
- * that service's CA, client certificate and server name. A reload that
- * changes a service's TLS settings gives it a new agent; the old one finishes
+ * Connections from the gateway to instances: one shared client for plain
+ * HTTP, and one per service that is reached over TLS (`tls:` in the manifest),
+ * with that service's CA, client certificate and server name. A reload that
+ * changes a service's TLS settings gives it a new client; the old one finishes
  * its requests and closes.
  */
 export class UpstreamTls {
   readonly #options: UpstreamPoolOptions;
   /** For services reached over plain HTTP. */
-  readonly dispatcher: Agent;
-  readonly #secure = new Map<string, { spec: UpstreamTlsSpec; connect: UpstreamConnectOptions; agent: Agent }>();
+  readonly client: UpstreamClient;
+  readonly #secure = new Map<string, { spec: UpstreamTlsSpec; connect: UpstreamConnectOptions; client: UpstreamClient }>();
 
   constructor(options: UpstreamPoolOptions) {
     this.#options = options;
-    this.dispatcher = new Agent(options);
+    this.client = new UpstreamClient(options);
   }
 
   /**
@@ -35,19 +30,19 @@ export class UpstreamTls {
    */
   async configure(services: readonly ServiceSpec[]): Promise<void> {
     const wanted = await this.#read(services);
-    const retired: Agent[] = [];
+    const retired: UpstreamClient[] = [];
     for (const [key, entry] of this.#secure) {
       const want = wanted.get(key);
       if (want && !want.connect) continue;
       this.#secure.delete(key);
-      retired.push(entry.agent);
+      retired.push(entry.client);
     }
     for (const [key, want] of wanted) {
       if (!want.connect) continue;
-      this.#secure.set(key, { spec: want.spec, connect: want.connect, agent: new Agent({ ...this.#options, connect: want.connect }) });
+      this.#secure.set(key, { spec: want.spec, connect: want.connect, client: new UpstreamClient({ ...this.#options, tls: want.connect }) });
     }
-    // Requests in flight on a retired agent finish; it then closes its connections.
-    for (const agent of retired) void agent.close().catch(() => undefined);
+    // Requests in flight on a retired client finish; it then closes its connections.
+    for (const client of retired) void client.close();
   }
 
   /** Reads the files of the services whose TLS settings changed, and changes nothing: a reload's preflight. */
@@ -55,7 +50,7 @@ export class UpstreamTls {
     await this.#read(services);
   }
 
-  /** Each TLS service's settings, with its files read when they changed (unchanged ones keep their agent). */
+  /** Each TLS service's settings, with its files read when they changed (unchanged ones keep their client). */
   async #read(services: readonly ServiceSpec[]): Promise<Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>> {
     const wanted = new Map<string, { spec: UpstreamTlsSpec; connect?: UpstreamConnectOptions }>();
     for (const service of services) {
@@ -72,8 +67,8 @@ export class UpstreamTls {
     return this.#secure.has(keyOf(service));
   }
 
-  dispatcherFor(service: Pick<ServiceSpec, 'group' | 'name'>): Dispatcher {
-    return this.#secure.get(keyOf(service))?.agent ?? this.dispatcher;
+  clientFor(service: Pick<ServiceSpec, 'group' | 'name'>): UpstreamClient {
+    return this.#secure.get(keyOf(service))?.client ?? this.client;
   }
 
   /** The TLS options of a service, for connections the gateway opens itself (WebSocket upgrades). */
@@ -82,9 +77,9 @@ export class UpstreamTls {
   }
 
   async close(): Promise<void> {
-    const agents = [this.dispatcher, ...[...this.#secure.values()].map((e) => e.agent)];
+    const clients = [this.client, ...[...this.#secure.values()].map((e) => e.client)];
     this.#secure.clear();
-    await Promise.all(agents.map((a) => a.close()));
+    await Promise.all(clients.map((c) => c.close()));
   }
 }
 

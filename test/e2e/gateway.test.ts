@@ -19,6 +19,9 @@ const MANIFEST = testManifest(`groups:
         versions:
           "1.0.0": {}
           "2.0.0": { replicas: 1 }
+      odd:
+        command: node web.mjs
+        health: { http: /health, interval: 200ms, timeout: 150ms }
       sick:
         command: node web.mjs
         health: { command: "exit 2", interval: 200ms, timeout: 150ms }
@@ -66,7 +69,7 @@ describe('the gateway', () => {
     project = await makeProject(MANIFEST);
     node = await BerthProcess.start(project.file);
     gw = String((await node.waitForLog((l) => l.event === 'node.ready')).gateway);
-    await node.waitForInstances((xs) => xs.filter((r) => r.status === 'passing').length === 4);
+    await node.waitForInstances((xs) => xs.filter((r) => r.status === 'passing').length === 5);
   });
 
   after(async () => {
@@ -149,6 +152,31 @@ describe('the gateway', () => {
     const reply = await rawRequest(gw, 'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n');
     assert.match(reply, /^HTTP\/1\.1 400/);
     assert.equal((await get(`${gw}/core/web/echo`)).status, 200);
+  });
+
+  it('answers 502 to a malformed response from an instance, cuts one malformed past its head, never reuses the connection, and keeps serving', async () => {
+    // A service of its own: the instance that sends these is rightly counted as failing (breaker, outlier detection).
+    const echoed = async (): Promise<void> => {
+      const res = await get(`${gw}/core/odd/echo`);
+      assert.equal(res.status, 200);
+      assert.equal((res.json as { url?: string }).url, '/echo', 'a real answer, never a stray one');
+    };
+    for (const kind of ['conflicting-length', 'bare-lf', 'te-and-length', 'obs-fold']) {
+      const res = await request(`${gw}/core/odd/malformed?kind=${kind}`);
+      const body = (await res.body.json()) as Record<string, unknown>;
+      assert.equal(res.statusCode, 502, kind);
+      assert.equal(body.code, 'BERTH_ERR_UPSTREAM_RESET', kind);
+      assert.match(String(body.message), /the instance sent an invalid response/, kind);
+      await echoed();
+    }
+    // The head was valid and the response had begun: the only honest signal left is to cut it.
+    await assert.rejects(async () => (await request(`${gw}/core/odd/malformed?kind=bad-chunk`)).body.text());
+    await echoed();
+    // The first response is whole and goes to the client; the bytes after it close the connection.
+    const stray = await request(`${gw}/core/odd/malformed?kind=stray-bytes`);
+    assert.equal(stray.statusCode, 200);
+    assert.equal(await stray.body.text(), 'ok');
+    for (let i = 0; i < 10; i++) await echoed();
   });
 
   it('serves a group on its own port', async () => {
