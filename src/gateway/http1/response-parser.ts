@@ -33,8 +33,7 @@ const MAX_CHUNK_LINE = 256;
 const MAX_TRAILER_BYTES = 16 * 1024;
 
 const CRLF_CRLF = Buffer.from('\r\n\r\n');
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** A NUL, or a CR or LF that is not part of a CRLF: never in a valid head. */
+/** A NUL, or a CR or LF that is not part of a CRLF: never in a valid head (or trailer section). */
 const BAD_BREAK = /\0|\r(?!\n)|(?<!\r)\n/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;.*)?$/;
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i;
@@ -169,14 +168,14 @@ export class ResponseParser {
   }
 
   #parseHead(text: string): void {
-    if (BAD_BREAK.test(text)) throw new ResponseParseError('the instance sent a bare CR, LF or NUL in its response head');
     // HTTP/1.x SP 3DIGIT [SP reason]
-    if (!text.startsWith('HTTP/1.') || (text[7] !== '1' && text[7] !== '0') || text[8] !== ' ') throw new ResponseParseError(`the instance sent an invalid status line: ${JSON.stringify(text.slice(0, 40))}`);
     const lineEnd = text.indexOf('\r\n');
-    const statusLine = lineEnd < 0 ? text : text.slice(0, lineEnd);
-    const status = Number(statusLine.slice(9, 12));
-    if (!/^[1-9]\d\d$/.test(statusLine.slice(9, 12)) || (statusLine.length > 12 && statusLine[12] !== ' ')) throw new ResponseParseError(`the instance sent an invalid status line: ${JSON.stringify(statusLine.slice(0, 40))}`);
-    const http10 = text[7] === '0';
+    const statusEnd = lineEnd < 0 ? text.length : lineEnd;
+    if (!validStatusLine(text, statusEnd)) throw new ResponseParseError(`the instance sent an invalid status line: ${JSON.stringify(text.slice(0, Math.min(statusEnd, 40)))}`);
+    const status = (text.charCodeAt(9) - 48) * 100 + (text.charCodeAt(10) - 48) * 10 + (text.charCodeAt(11) - 48);
+    const http10 = text.charCodeAt(7) === 0x30;
+    // A NUL anywhere, or a CR or LF that is not a line's CRLF (checked line by line below).
+    if (text.indexOf('\0') >= 0 || text.indexOf('\r') !== lineEnd || text.indexOf('\n') !== (lineEnd < 0 ? -1 : lineEnd + 1)) throw badBreak();
 
     const headers: string[] = [];
     let contentLength = -1;
@@ -187,26 +186,31 @@ export class ResponseParser {
     while (pos < text.length) {
       let next = text.indexOf('\r\n', pos);
       if (next < 0) next = text.length;
+      // Each line's only CR and LF are its CRLF.
+      const cr = text.indexOf('\r', pos);
+      const lf = text.indexOf('\n', pos);
+      if (cr !== (next === text.length ? -1 : next) || lf !== (next === text.length ? -1 : next + 1)) throw badBreak();
       const first = text.charCodeAt(pos);
       if (first === 0x20 || first === 0x09) throw new ResponseParseError('the instance sent a folded header line (obs-fold)');
       const colon = text.indexOf(':', pos);
       if (colon < 0 || colon > next) throw new ResponseParseError(`the instance sent a header line without a colon: ${JSON.stringify(text.slice(pos, Math.min(next, pos + 40)))}`);
-      const name = text.slice(pos, colon);
-      if (!TOKEN.test(name)) throw new ResponseParseError(`the instance sent an invalid header name: ${JSON.stringify(name.slice(0, 40))}`);
+      if (!isToken(text, pos, colon)) throw new ResponseParseError(`the instance sent an invalid header name: ${JSON.stringify(text.slice(pos, Math.min(colon, pos + 40)))}`);
+      const lower = text.slice(pos, colon).toLowerCase();
       const value = trimOws(text.slice(colon + 1, next));
-      const lower = name.toLowerCase();
       pos = next + 2;
-      if (HOP_BY_HOP.has(lower)) {
+      const n = lower.length;
+      // Only names of these lengths can be one that matters here: the hop-by-hop ones and content-length (14).
+      if ((n === 2 || n === 7 || n === 10 || n === 16 || n === 17 || n === 18) && HOP_BY_HOP.has(lower)) {
         if (lower === 'connection') connection = connection === undefined ? value : `${connection},${value}`;
         else if (lower === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
         else if (lower === 'keep-alive') keepAliveHint = value;
         continue;
       }
-      if (lower === 'content-length') {
-        const n = parseLength(value);
-        if (n < 0 || (contentLength >= 0 && n !== contentLength)) throw new ResponseParseError(`the instance sent an invalid or conflicting Content-Length: ${JSON.stringify(value.slice(0, 40))}`);
+      if (n === 14 && lower === 'content-length') {
+        const length = parseLength(value);
+        if (length < 0 || (contentLength >= 0 && length !== contentLength)) throw new ResponseParseError(`the instance sent an invalid or conflicting Content-Length: ${JSON.stringify(value.slice(0, 40))}`);
         if (contentLength >= 0) continue; // the same value again: forwarded once
-        contentLength = n;
+        contentLength = length;
       }
       headers.push(lower, value);
     }
@@ -216,9 +220,12 @@ export class ResponseParser {
       // 1xx informational (100 Continue, 103 Early Hints): skipped, the final response follows.
       return;
     }
-    const tokens = connection === undefined ? null : connection.toLowerCase().split(',').map(trimOws);
+    // Most instances say just `keep-alive` or `close`: no list to split.
+    const plain = connection === undefined ? undefined : connection.toLowerCase();
+    const tokens = plain === undefined || plain === 'keep-alive' || plain === 'close' ? null : plain.split(',').map(trimOws);
     if (tokens !== null) dropNamed(headers, tokens);
-    this.keepAlive = http10 ? tokens?.includes('keep-alive') === true : tokens?.includes('close') !== true;
+    const says = (token: string): boolean => (tokens === null ? plain === token : tokens.includes(token));
+    this.keepAlive = http10 ? says('keep-alive') : !says('close');
     // Transfer-Encoding in HTTP/1.0 is faulty framing: the connection closes after it (RFC 9112 §6.1).
     if (http10 && transferEncoding !== undefined) this.keepAlive = false;
     const hint = keepAliveHint === undefined ? null : KEEP_ALIVE_TIMEOUT.exec(keepAliveHint);
@@ -294,6 +301,36 @@ export class ResponseParser {
     this.#sink.onEnd();
     return pos + consumed;
   }
+}
+
+/** `HTTP/1.0` or `HTTP/1.1`, SP, a status from 100 to 999, then the end or SP and a reason. */
+function validStatusLine(text: string, end: number): boolean {
+  if (end < 12 || !text.startsWith('HTTP/1.')) return false;
+  const minor = text.charCodeAt(7);
+  if ((minor !== 0x30 && minor !== 0x31) || text.charCodeAt(8) !== 0x20) return false;
+  const a = text.charCodeAt(9);
+  const b = text.charCodeAt(10);
+  const c = text.charCodeAt(11);
+  if (a < 0x31 || a > 0x39 || b < 0x30 || b > 0x39 || c < 0x30 || c > 0x39) return false;
+  return end === 12 || text.charCodeAt(12) === 0x20;
+}
+
+/** tchar (RFC 9110 §5.6.2), by code: 1 where allowed. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+
+/** Whether text[from, to) is a token: at least one tchar, nothing else. */
+function isToken(text: string, from: number, to: number): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c > 127 || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+function badBreak(): ResponseParseError {
+  return new ResponseParseError('the instance sent a bare CR, LF or NUL in its response head');
 }
 
 /** Content-Length: digits only, at most 15 of them (so the number is exact); -1 when not. */
