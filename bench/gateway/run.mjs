@@ -35,7 +35,8 @@ const HELP = `usage: npm run bench:gateway -- [options]
 Measures Berth's gateway against direct-to-instance and nginx, interleaved.
 
   --duration <time>     per round and target (default 10s)
-  --warmup <time>       per target, before the first round (default 2s)
+  --warmup <time>       per target, before the first round and again before
+                        each of its rounds, not measured (default 2s)
   --rounds <n>          rounds of every target (default 3)
   --connections <n>     wrk connections (default 64)
   --threads <n>         wrk threads (default 1)
@@ -720,7 +721,7 @@ function report(result) {
   lines.push(`noise at the start: ${machine.loadAtStart}% of a core; rounds where other processes + steal took > ${config.maxOther}% of a core are repeated (up to ${config.retries}×): ${Object.values(targets).reduce((a, t) => a + t.rounds.reduce((b, r) => b + r.repeats, 0), 0)} repeats`);
   lines.push(
     config.pin
-      ? 'pinning: gateway under test (nginx worker / Berth node / node-proxy) on CPU 1; wrk and the instances on CPU 0; in direct rounds the instance moves to CPU 1'
+      ? 'pinning: gateway under test (nginx / Berth node / node-proxy) alone on CPU 1; wrk, the instances and the idle gateways on CPU 0; in direct rounds the instance moves to CPU 1'
       : 'pinning: off (the scheduler places everything)',
   );
   if (config.profile) lines.push('note: --profile: the Node gateways (berth, node-proxy) ran under the CPU profiler; their figures include its cost');
@@ -888,8 +889,19 @@ async function main() {
       berth: () => ({ url: nodes.berth.url, rssPids: { gateway: nodes.berth.pid }, gatewayPid: nodes.berth.pid, instancePids: pidsOf(nodes.berth) }),
       'berth+log': () => ({ url: nodes['berth+log'].url, rssPids: { gateway: nodes['berth+log'].pid }, gatewayPid: nodes['berth+log'].pid, instancePids: pidsOf(nodes['berth+log']) }),
     };
+    // Each gateway's processes, to give CPU 1 to the one under test alone.
+    const gatewayPids = {
+      nginx: nginx ? [nginx.masterPid, nginx.workerPid].filter(Boolean) : [],
+      'node-proxy': nodeProxy ? [nodeProxy.pid] : [],
+      berth: nodes.berth ? [nodes.berth.pid] : [],
+      'berth+log': nodes['berth+log'] ? [nodes['berth+log'].pid] : [],
+    };
     const measure = async (target, durationS) => {
       const run = plan[target]();
+      // The idle gateways wait on CPU 0 (with wrk and the instances), so their
+      // own periodic work (health checks, timers, an idle-time GC of a Berth
+      // node) never takes CPU 1 from the gateway under test; it moves to CPU 1.
+      if (opts.pin) for (const [name, pids] of Object.entries(gatewayPids)) for (const pid of pids) pinPid(pid, name === target ? 1 : 0);
       // Direct: the instance gets the core a gateway gets, instead of sharing CPU 0 with wrk.
       if (opts.pin && target === 'direct') pinPid(direct.pid, 1);
       try {
@@ -915,6 +927,12 @@ async function main() {
     for (let round = 1; round <= opts.rounds; round++) {
       for (const target of opts.targets) {
         for (const n of Object.values(nodes)) await refreshInstances(n, opts, warnings);
+        // Each round starts from a warm gateway: between its rounds a gateway sits
+        // idle while the others are measured (30-40 s with four or five targets),
+        // long enough for V8 to shrink a Berth node's heap, which the round would
+        // then measure growing back (Berth's p99 18-30 ms in such runs, 13 ms with
+        // this warm-up). Every target gets it, nginx too; it is not measured.
+        if (opts.warmupS > 0) await measure(target, opts.warmupS);
         await sleep(500);
         let r;
         for (let attempt = 0; ; attempt++) {
