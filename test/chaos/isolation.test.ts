@@ -488,18 +488,19 @@ describe('noisy neighbours held to their limits', { skip: SKIP }, () => {
   // Measured on this machine (2 shared cores). With 100 ms CFS periods, 9 runs:
   // the pooled p99 next to the hogs was 1.3-3.6× the baseline's (p50 unchanged,
   // ±3%), and the gateway's own timing of the same requests said the same: not
-  // the loader's doing. With 10 ms periods (cgroups.ts), 4 runs: 1.6-1.9×, the
-  // burner-only slices 3.9-5.0 ms against 6.3 ms. Both hogs add to it: while the
+  // the loader's doing. With 10 ms periods (cgroups.ts), 6 runs: 1.6-2.4×, the
+  // burner-only slices 3.2-5.0 ms against 6.3 ms (the higher ratios since the
+  // gateway's own HTTP/1.1 client made the baseline faster, not the hogs worse). Both hogs add to it: while the
   // burner runs it holds a CPU, and the gateway, the instance and the loader wait
   // their turn on the other; an OOM kill adds the kernel's reclaim and a restart
   // (a fork of the node process, a new Node.js starting), at full weight as the
   // leaker has no CPU limit. Lowering the hogs' CPU weight all the way up to the
-  // root group brought it to 1.3-1.6× in an experiment, still not 1.25×. 25% does
+  // root group (cpu.shares 2) gave 1.3-2.0× over four runs: no steady gain. 25% does
   // not hold here: the assertion is left as asked and marked todo, reported
   // rather than relaxed.
   it(
     'keeps-the-p99-of-the-normal-service-within-25-percent-of-its-baseline',
-    { todo: 'does not hold on this 2-core machine: p99 next to the hogs measured at 1.6-1.9× the baseline (see the diagnostics)' },
+    { todo: 'does not hold on this 2-core machine: p99 next to the hogs measured at 1.6-2.4× the baseline (see the diagnostics)' },
     () => {
       assert.ok(measured, 'measured by the test before');
       const { base, hogged } = measured;
