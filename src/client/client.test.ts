@@ -10,6 +10,7 @@ import { startAdminNode, type AdminNode } from '../testing/admin-node.js';
 import { FakeClock } from '../testing/fake-clock.js';
 import { instanceRecord } from '../testing/instance-record.js';
 import { createClient, fromRequest, type BerthClient, type ClientOptions, type DiscoveredInstance } from './index.js';
+import { closedPort } from '../../test/support/ports.js';
 
 const MANIFEST = `
 groups:
@@ -70,17 +71,6 @@ async function startInstance(id: string, handler: Handler = echo): Promise<Insta
       await once(server, 'close');
     },
   };
-}
-
-/** A port nothing listens on (connections to it are refused). */
-async function deadPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 function socketClosed(socket: Socket): Promise<void> {
@@ -233,7 +223,7 @@ describe('berth/client: calls', () => {
     const b = await startInstance('web-b');
     await withInstances([b], () =>
       withClient(async ({ client, register }) => {
-        await register('web-a', await deadPort());
+        await register('web-a', await closedPort());
         await register('web-b', b.port);
         const res = await client.request('web', '/');
         assert.deepEqual([res.status, res.instance, res.retries], [200, 'web-b', 1]);
@@ -244,8 +234,8 @@ describe('berth/client: calls', () => {
 
   it('does-not-retry-a-call-with-a-body', () =>
     withClient(async ({ client, register }) => {
-      await register('web-a', await deadPort());
-      await register('web-b', await deadPort());
+      await register('web-a', await closedPort());
+      await register('web-b', await closedPort());
       await assert.rejects(client.request('web', '/', { method: 'PUT', body: '{}' }), (err) => isBerthError(err, 'BERTH_ERR_UPSTREAM_CONNECT') && /web-a/.test(err.message));
     }));
 

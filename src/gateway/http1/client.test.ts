@@ -12,6 +12,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { makeCerts, type Certs } from '../../../test/support/certs.js';
 import { ResponseParseError, UpstreamClient, UpstreamClosed, type UpstreamClientOptions, type UpstreamController, type UpstreamHandler, type UpstreamRequest } from './client.js';
+import { closedPort } from '../../../test/support/ports.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -155,17 +156,6 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
-}
-
-/** A port nothing listens on (it just did). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 // --- The client and a handler that collects --------------------------------
