@@ -66,7 +66,12 @@ function parseKey(file: string, pem: string): KeyObject {
 
 /** Reads a certificate and its key and proves they work together, naming the file at fault. */
 async function loadPair(certFile: string, keyFile: string): Promise<TlsMaterial & { certificate: X509Certificate }> {
-  const [cert, key] = await Promise.all([readPem(certFile, 'certificate'), readPem(keyFile, 'private key')]);
+  // Both read at once; when both fail, the certificate's error is the one told, whichever came first.
+  const [certRead, keyRead] = await Promise.allSettled([readPem(certFile, 'certificate'), readPem(keyFile, 'private key')]);
+  if (certRead.status === 'rejected') throw certRead.reason;
+  if (keyRead.status === 'rejected') throw keyRead.reason;
+  const cert = certRead.value;
+  const key = keyRead.value;
   const certificate = parseCertificate(certFile, cert);
   if (!certificate.checkPrivateKey(parseKey(keyFile, key))) {
     throw materialError(`${keyFile}: this private key does not belong to the certificate in ${certFile}`);

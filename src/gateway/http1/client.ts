@@ -553,7 +553,9 @@ class BodyWriter {
     body.on('end', this.#onEnd);
     body.on('error', this.#onError);
     body.on('close', this.#onClose);
-    if (body.isPaused()) body.resume();
+    // Already read to its end (nothing more will come, not even 'end'): the request is complete as it is.
+    if (body.readableEnded) this.#onEnd();
+    else if (body.isPaused()) body.resume();
   }
 
   readonly #onData = (chunk: Buffer | string): void => {
