@@ -1,26 +1,17 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import type http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type tls from 'node:tls';
-import { makeCerts, type Certs } from '../../test/support/certs.js';
+import { useCerts } from '../../test/support/certs.js';
 import type { ServiceSpec, UpstreamTlsSpec } from '../manifest/types.js';
 import type { UpstreamClient } from './http1/client.js';
 import { UpstreamTls } from './upstream-tls.js';
 
-let root: string;
-let certs: Certs;
-
-before(async () => {
-  root = await mkdtemp(join(tmpdir(), 'berth-upstream-tls-'));
-  certs = await makeCerts(root);
-});
-after(() => rm(root, { recursive: true, force: true }));
+const pki = useCerts('berth-upstream-tls-');
 
 interface Instance {
   origin: string;
@@ -53,8 +44,8 @@ async function instance(server: http.Server | https.Server, scheme: 'http' | 'ht
 }
 
 const mutualTls = (): Promise<Instance> =>
-  instance(https.createServer({ cert: certs.server.cert, key: certs.server.key, ca: certs.ca.cert, requestCert: true, rejectUnauthorized: true }), 'https');
-const untrusted = (): Promise<Instance> => instance(https.createServer({ cert: certs.other.cert, key: certs.other.key }), 'https');
+  instance(https.createServer({ cert: pki.certs.server.cert, key: pki.certs.server.key, ca: pki.certs.ca.cert, requestCert: true, rejectUnauthorized: true }), 'https');
+const untrusted = (): Promise<Instance> => instance(https.createServer({ cert: pki.certs.other.cert, key: pki.certs.other.key }), 'https');
 
 const service = (name: string, tls: UpstreamTlsSpec | null): ServiceSpec => ({ group: 'g', name, upstreamTls: tls }) as ServiceSpec;
 
@@ -88,7 +79,7 @@ function get(agent: { client: UpstreamClient }, origin: string): Promise<{ statu
 describe('UpstreamTls', { timeout: 10_000 }, () => {
   it('presents-the-client-certificate-the-origin-is-given', async () => {
     const server = await mutualTls();
-    const agent = await agentWith({ caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, verify: true });
+    const agent = await agentWith({ caFile: pki.certs.ca.certFile, certFile: pki.certs.client.certFile, keyFile: pki.certs.client.keyFile, verify: true });
     try {
       assert.deepEqual(await get(agent, server.origin), { status: 200, body: 'berth-test-client' });
       assert.deepEqual(server.refused, []);
@@ -100,7 +91,7 @@ describe('UpstreamTls', { timeout: 10_000 }, () => {
 
   it('fails-against-mutual-tls-without-a-client-certificate', async () => {
     const server = await mutualTls();
-    const agent = await agentWith({ caFile: certs.ca.certFile, verify: true });
+    const agent = await agentWith({ caFile: pki.certs.ca.certFile, verify: true });
     try {
       await assert.rejects(get(agent, server.origin));
       assert.deepEqual(server.refused, ['ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE']);
@@ -113,7 +104,7 @@ describe('UpstreamTls', { timeout: 10_000 }, () => {
   it('reaches-an-untrusted-certificate-only-with-verify-off', async () => {
     const server = await untrusted();
     const lax = await agentWith({ verify: false });
-    const strict = await agentWith({ caFile: certs.ca.certFile, verify: true });
+    const strict = await agentWith({ caFile: pki.certs.ca.certFile, verify: true });
     try {
       assert.deepEqual(await get(lax, server.origin), { status: 200, body: '-' });
       await assert.rejects(get(strict, server.origin), (err: NodeJS.ErrnoException) => err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
@@ -129,7 +120,7 @@ describe('UpstreamTls', { timeout: 10_000 }, () => {
     const other = await untrusted();
     const upstream = new UpstreamTls(OPTIONS);
     await upstream.configure([
-      service('mtls', { caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, verify: true }),
+      service('mtls', { caFile: pki.certs.ca.certFile, certFile: pki.certs.client.certFile, keyFile: pki.certs.client.keyFile, verify: true }),
       service('lax', { verify: false }),
       service('plain', null),
     ]);
@@ -141,11 +132,11 @@ describe('UpstreamTls', { timeout: 10_000 }, () => {
       assert.equal(upstream.secure({ group: 'g', name: 'plain' }), false);
       // A reload that keeps a service's settings keeps its client (and its connections); one that changes them replaces it.
       const before = upstream.clientFor({ group: 'g', name: 'mtls' });
-      await upstream.configure([service('mtls', { caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, verify: true }), service('lax', { verify: true })]);
+      await upstream.configure([service('mtls', { caFile: pki.certs.ca.certFile, certFile: pki.certs.client.certFile, keyFile: pki.certs.client.keyFile, verify: true }), service('lax', { verify: true })]);
       assert.equal(upstream.clientFor({ group: 'g', name: 'mtls' }), before);
       await assert.rejects(get({ client: upstream.clientFor({ group: 'g', name: 'lax' }) }, other.origin));
       // A file that cannot be read refuses the whole configuration and changes nothing.
-      await assert.rejects(upstream.configure([service('mtls', { caFile: join(root, 'missing.pem'), verify: true })]), /missing\.pem/);
+      await assert.rejects(upstream.configure([service('mtls', { caFile: join(pki.root, 'missing.pem'), verify: true })]), /missing\.pem/);
       assert.equal(upstream.clientFor({ group: 'g', name: 'mtls' }), before);
     } finally {
       await upstream.close();

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { afterEach, describe, it } from 'node:test';
 import tls from 'node:tls';
-import { makeCerts, type Certs } from '../../test/support/certs.js';
+import { useCerts } from '../../test/support/certs.js';
 import { ConnectionGuard, type ConnectionGuardOptions, type ConnectionLimits, type ConnectionRefusal } from './connection-guard.js';
 
 type Outcome = { kind: 'accepted'; server: net.Socket } | { kind: 'refused'; reason: ConnectionRefusal; ip: string };
@@ -193,18 +190,10 @@ describe('ConnectionGuard', () => {
 });
 
 describe('ConnectionGuard on a TLS listener', () => {
-  let dir = '';
-  let certs: Certs;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'berth-guard-'));
-    certs = await makeCerts(dir);
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const pki = useCerts('berth-guard-');
 
   it('refuses-before-the-handshake-and-counts-tls-connections-until-they-close', async () => {
-    const server = tls.createServer({ key: certs.server.key, cert: certs.server.cert });
+    const server = tls.createServer({ key: pki.certs.server.key, cert: pki.certs.server.cert });
     const handshakes: tls.TLSSocket[] = [];
     server.on('secureConnection', (s) => handshakes.push(s));
     // The TLS socket over a refused raw socket reports the reset; nothing to do about it here.
@@ -215,7 +204,7 @@ describe('ConnectionGuard on a TLS listener', () => {
       const tlsConnect = (): Promise<tls.TLSSocket | Error> =>
         new Promise((resolve) => {
           const socket = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
-          const c = tls.connect({ socket, ca: certs.ca.cert, servername: 'localhost' });
+          const c = tls.connect({ socket, ca: pki.certs.ca.cert, servername: 'localhost' });
           bench.clients.push(socket, c);
           c.once('secureConnect', () => resolve(c));
           c.once('error', (err: Error) => {

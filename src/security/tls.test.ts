@@ -1,32 +1,24 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import tls from 'node:tls';
 import { Client } from 'undici';
-import { makeCerts, type CertPair, type Certs } from '../../test/support/certs.js';
+import { useCerts, type CertPair } from '../../test/support/certs.js';
 import { isBerthError, type BerthError } from '../errors.js';
 import { FakeClock } from '../testing/fake-clock.js';
 import { CertificateWatcher, hstsHeader, serverTlsOptions, upstreamConnectOptions, type CertificateFiles, type CertificateHandlers, type ServerContext, type WatchDirectory } from './tls.js';
 
-let root: string;
-let certs: Certs;
+const pki = useCerts('berth-tls-');
 let seq = 0;
-
-before(async () => {
-  root = await mkdtemp(join(tmpdir(), 'berth-tls-'));
-  certs = await makeCerts(root);
-});
-after(() => rm(root, { recursive: true, force: true }));
 
 /** A fresh directory holding `pair` as tls.crt and tls.key, as a listener's files would be. */
 async function liveDir(pair: CertPair): Promise<{ dir: string; certFile: string; keyFile: string }> {
-  const dir = join(root, `live-${++seq}`);
+  const dir = join(pki.root, `live-${++seq}`);
   await mkdir(dir);
   const certFile = join(dir, 'tls.crt');
   const keyFile = join(dir, 'tls.key');
@@ -93,14 +85,14 @@ function fakeWatch(): { watchDirectory: WatchDirectory; fire(dir: string): void;
 
 describe('CertificateWatcher.load', () => {
   it('loads-the-pair-with-its-expiry-and-a-tls-1.2-floor', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const watcher = await CertificateWatcher.load(filesOf(files), handlers());
     try {
       const context = watcher.current();
-      assert.equal(context.cert, certs.server.cert);
-      assert.equal(context.key, certs.server.key);
+      assert.equal(context.cert, pki.certs.server.cert);
+      assert.equal(context.key, pki.certs.server.key);
       assert.equal(context.minVersion, 'TLSv1.2');
-      assert.equal(watcher.notAfter.getTime(), new Date(new X509Certificate(certs.server.cert).validTo).getTime());
+      assert.equal(watcher.notAfter.getTime(), new Date(new X509Certificate(pki.certs.server.cert).validTo).getTime());
       assert.ok(watcher.notAfter.getTime() > Date.now() + 29 * 86_400_000);
     } finally {
       watcher.close();
@@ -108,42 +100,42 @@ describe('CertificateWatcher.load', () => {
   });
 
   it('refuses-a-key-that-is-not-the-certificates-naming-both-files', async () => {
-    const files = await liveDir(certs.server);
-    await writeFile(files.keyFile, certs.server2.key);
+    const files = await liveDir(pki.certs.server);
+    await writeFile(files.keyFile, pki.certs.server2.key);
     const err = await loadError(files);
     assert.ok(err.message.includes(files.keyFile) && err.message.includes(files.certFile), err.message);
     assert.match(err.message, /does not belong/);
   });
 
   it('names-a-file-that-cannot-be-read', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     await rm(files.keyFile);
     const err = await loadError(files);
     assert.match(err.message, new RegExp(`^${files.keyFile}: cannot read the private key: ENOENT`));
   });
 
   it('names-the-file-when-its-directory-is-missing', async () => {
-    const certFile = join(root, 'nowhere', 'tls.crt');
-    const err = await loadError({ certFile, keyFile: join(root, 'nowhere', 'tls.key') });
+    const certFile = join(pki.root, 'nowhere', 'tls.crt');
+    const err = await loadError({ certFile, keyFile: join(pki.root, 'nowhere', 'tls.key') });
     assert.ok(err.message.includes(certFile), err.message);
   });
 
   it('names-a-certificate-file-that-is-not-pem', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     await writeFile(files.certFile, 'not a certificate\n');
     const err = await loadError(files);
     assert.equal(err.message, `${files.certFile}: not a PEM certificate`);
   });
 
   it('names-a-key-file-that-is-not-pem', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     await writeFile(files.keyFile, '-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n');
     const err = await loadError(files);
     assert.equal(err.message, `${files.keyFile}: not a PEM private key`);
   });
 
   it('leaves-no-watch-open-when-loading-fails', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     await rm(files.certFile);
     const watch = fakeWatch();
     await loadError(files, { watchDirectory: watch.watchDirectory });
@@ -153,13 +145,13 @@ describe('CertificateWatcher.load', () => {
 
 describe('CertificateWatcher reloads', () => {
   it('reloads-once-a-burst-of-events-has-been-quiet-for-100ms', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const changes = new Calls<ServerContext>();
     const watcher = await CertificateWatcher.load(filesOf(files), handlers({ clock, watchDirectory: watch.watchDirectory, onChange: changes.push }));
     try {
-      await Promise.all([writeFile(files.certFile, certs.server2.cert), writeFile(files.keyFile, certs.server2.key)]);
+      await Promise.all([writeFile(files.certFile, pki.certs.server2.cert), writeFile(files.keyFile, pki.certs.server2.key)]);
       watch.fire(files.dir);
       clock.advance(60);
       watch.fire(files.dir);
@@ -169,11 +161,11 @@ describe('CertificateWatcher reloads', () => {
       clock.advance(40);
       assert.equal(clock.pendingTimers, 0);
       const context = await changes.next();
-      assert.equal(context.cert, certs.server2.cert);
-      assert.equal(context.key, certs.server2.key);
+      assert.equal(context.cert, pki.certs.server2.cert);
+      assert.equal(context.key, pki.certs.server2.key);
       assert.equal(context.minVersion, 'TLSv1.2');
-      assert.equal(watcher.current().cert, certs.server2.cert);
-      assert.equal(watcher.notAfter.getTime(), new Date(new X509Certificate(certs.server2.cert).validTo).getTime());
+      assert.equal(watcher.current().cert, pki.certs.server2.cert);
+      assert.equal(watcher.notAfter.getTime(), new Date(new X509Certificate(pki.certs.server2.cert).validTo).getTime());
     } finally {
       watcher.close();
     }
@@ -181,7 +173,7 @@ describe('CertificateWatcher reloads', () => {
   });
 
   it('keeps-the-pair-in-use-when-the-new-one-is-bad', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const errors = new Calls<BerthError>();
@@ -189,26 +181,26 @@ describe('CertificateWatcher reloads', () => {
     const watcher = await CertificateWatcher.load(filesOf(files), handlers({ clock, watchDirectory: watch.watchDirectory, onChange: changes.push, onError: errors.push }));
     try {
       // Half a renewal: the new key beside the old certificate.
-      await writeFile(files.keyFile, certs.server2.key);
+      await writeFile(files.keyFile, pki.certs.server2.key);
       watch.fire(files.dir);
       clock.advance(100);
       const err = await errors.next();
       assert.equal(err.code, 'BERTH_ERR_TLS_MATERIAL');
       assert.ok(err.message.includes(files.keyFile), err.message);
-      assert.equal(watcher.current().cert, certs.server.cert);
-      assert.equal(watcher.current().key, certs.server.key);
+      assert.equal(watcher.current().cert, pki.certs.server.cert);
+      assert.equal(watcher.current().key, pki.certs.server.key);
       // The other half lands: its event completes the renewal.
-      await writeFile(files.certFile, certs.server2.cert);
+      await writeFile(files.certFile, pki.certs.server2.cert);
       watch.fire(files.dir);
       clock.advance(100);
-      assert.equal((await changes.next()).cert, certs.server2.cert);
+      assert.equal((await changes.next()).cert, pki.certs.server2.cert);
     } finally {
       watcher.close();
     }
   });
 
   it('keeps-the-pair-in-use-when-the-listener-refuses-the-new-one', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const errors = new Calls<BerthError>();
@@ -217,24 +209,24 @@ describe('CertificateWatcher reloads', () => {
     };
     const watcher = await CertificateWatcher.load(filesOf(files), handlers({ clock, watchDirectory: watch.watchDirectory, onChange, onError: errors.push }));
     try {
-      await Promise.all([writeFile(files.certFile, certs.server2.cert), writeFile(files.keyFile, certs.server2.key)]);
+      await Promise.all([writeFile(files.certFile, pki.certs.server2.cert), writeFile(files.keyFile, pki.certs.server2.key)]);
       watch.fire(files.dir);
       clock.advance(100);
       assert.match((await errors.next()).message, /the new pair was not taken: setSecureContext failed$/);
-      assert.equal(watcher.current().cert, certs.server.cert);
+      assert.equal(watcher.current().cert, pki.certs.server.cert);
     } finally {
       watcher.close();
     }
   });
 
   it('does-not-call-back-when-the-files-hold-the-same-pair', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const changes = new Calls<ServerContext>();
     const errors = new Calls<BerthError>();
     const watcher = await CertificateWatcher.load(filesOf(files), handlers({ clock, watchDirectory: watch.watchDirectory, onChange: changes.push, onError: errors.push }));
-    await replace(files.certFile, certs.server.cert);
+    await replace(files.certFile, pki.certs.server.cert);
     watch.fire(files.dir);
     clock.advance(100);
     await watcher.settled();
@@ -244,23 +236,23 @@ describe('CertificateWatcher reloads', () => {
   });
 
   it('does-not-call-back-after-close-even-mid-reload', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const changes = new Calls<ServerContext>();
     const watcher = await CertificateWatcher.load(filesOf(files), handlers({ clock, watchDirectory: watch.watchDirectory, onChange: changes.push }));
-    await Promise.all([writeFile(files.certFile, certs.server2.cert), writeFile(files.keyFile, certs.server2.key)]);
+    await Promise.all([writeFile(files.certFile, pki.certs.server2.cert), writeFile(files.keyFile, pki.certs.server2.key)]);
     watch.fire(files.dir);
     clock.advance(100);
     // The timer has fired and the files are being read.
     watcher.close();
     await watcher.settled();
     assert.deepEqual(changes.seen, []);
-    assert.equal(watcher.current().cert, certs.server.cert);
+    assert.equal(watcher.current().cert, pki.certs.server.cert);
   });
 
   it('replays-an-event-seen-while-the-files-were-read', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const watchDirectory: WatchDirectory = (dir, onEvent, onError) => {
@@ -277,11 +269,11 @@ describe('CertificateWatcher reloads', () => {
   });
 
   it('watches-each-directory-once-and-close-removes-watches-and-timers', async () => {
-    const files = await liveDir(certs.server);
-    const keyDir = join(root, `keys-${++seq}`);
+    const files = await liveDir(pki.certs.server);
+    const keyDir = join(pki.root, `keys-${++seq}`);
     await mkdir(keyDir);
     const keyFile = join(keyDir, 'tls.key');
-    await writeFile(keyFile, certs.server.key);
+    await writeFile(keyFile, pki.certs.server.key);
     const clock = new FakeClock();
     const watch = fakeWatch();
     const watcher = await CertificateWatcher.load(filesOf({ certFile: files.certFile, keyFile }), handlers({ clock, watchDirectory: watch.watchDirectory }));
@@ -335,7 +327,7 @@ async function listen(options: https.ServerOptions): Promise<Listener> {
 
 /** Completes a TLS handshake with the listener and hangs up; rejects when the handshake fails. */
 async function handshake(port: number, options: tls.ConnectionOptions = {}): Promise<{ serial: string; protocol: string | null; alpn: string | false | null }> {
-  const socket = tls.connect({ host: '127.0.0.1', port, ca: certs.ca.cert, ...options });
+  const socket = tls.connect({ host: '127.0.0.1', port, ca: pki.certs.ca.cert, ...options });
   try {
     await once(socket, 'secureConnect');
     return { serial: socket.getPeerCertificate().serialNumber, protocol: socket.getProtocol(), alpn: socket.alpnProtocol };
@@ -355,7 +347,7 @@ async function handshakeError(port: number, options: tls.ConnectionOptions): Pro
 
 describe('HTTPS listener', { timeout: 20_000 }, () => {
   it('a-renewed-pair-serves-new-connections-while-open-ones-keep-going', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const changes = new Calls<ServerContext>();
     const wired: { server?: https.Server } = {};
     const watcher = await CertificateWatcher.load(
@@ -369,23 +361,23 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
     );
     const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.2' }, watcher.current()));
     wired.server = listener.server;
-    const client = new Client(`https://127.0.0.1:${listener.port}`, { connect: { ca: certs.ca.cert } });
+    const client = new Client(`https://127.0.0.1:${listener.port}`, { connect: { ca: pki.certs.ca.cert } });
     try {
       const first = await client.request({ method: 'GET', path: '/' });
-      assert.equal(await first.body.text(), certs.server.serial);
-      assert.equal((await handshake(listener.port)).serial, certs.server.serial);
+      assert.equal(await first.body.text(), pki.certs.server.serial);
+      assert.equal((await handshake(listener.port)).serial, pki.certs.server.serial);
 
-      await replace(files.keyFile, certs.server2.key);
-      await replace(files.certFile, certs.server2.cert);
+      await replace(files.keyFile, pki.certs.server2.key);
+      await replace(files.certFile, pki.certs.server2.cert);
       // Between the two renames a watcher may see half a renewal (and report it): wait for the whole one.
-      while ((await changes.next()).cert !== certs.server2.cert);
+      while ((await changes.next()).cert !== pki.certs.server2.cert);
 
-      assert.equal((await handshake(listener.port)).serial, certs.server2.serial);
+      assert.equal((await handshake(listener.port)).serial, pki.certs.server2.serial);
       const before = listener.connections;
       const again = await client.request({ method: 'GET', path: '/' });
       assert.equal(again.statusCode, 200);
       // The keep-alive connection made before the swap answered, with the certificate it was made with.
-      assert.equal(await again.body.text(), certs.server.serial);
+      assert.equal(await again.body.text(), pki.certs.server.serial);
       assert.equal(listener.connections, before);
     } finally {
       await client.close();
@@ -395,7 +387,7 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
   });
 
   it('a-garbage-key-is-reported-and-new-connections-keep-the-old-certificate', async () => {
-    const files = await liveDir(certs.server);
+    const files = await liveDir(pki.certs.server);
     const errors = new Calls<BerthError>();
     const changes = new Calls<ServerContext>();
     const wired: { server?: https.Server } = {};
@@ -416,7 +408,7 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
       const err = await errors.next();
       assert.equal(err.code, 'BERTH_ERR_TLS_MATERIAL');
       assert.ok(err.message.startsWith(files.keyFile), err.message);
-      assert.equal((await handshake(listener.port)).serial, certs.server.serial);
+      assert.equal((await handshake(listener.port)).serial, pki.certs.server.serial);
       assert.deepEqual(changes.seen, []);
     } finally {
       watcher.close();
@@ -428,8 +420,8 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
     // SECLEVEL=0 lets this client really offer TLS 1.1 (by default OpenSSL 3 would not even try),
     // so the refusal tested is the server's.
     const legacy: tls.ConnectionOptions = { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' };
-    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.2' }, certs.server));
-    const permissive = await listen({ cert: certs.server.cert, key: certs.server.key, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' });
+    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.2' }, pki.certs.server));
+    const permissive = await listen({ cert: pki.certs.server.cert, key: pki.certs.server.key, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' });
     try {
       const err = await handshakeError(listener.port, legacy);
       assert.equal(err.code, 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
@@ -442,12 +434,12 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
   });
 
   it('never-goes-below-tls-1.2-whatever-the-spec-says', () => {
-    const options = serverTlsOptions({ minVersion: 'TLSv1' as 'TLSv1.2' }, certs.server);
+    const options = serverTlsOptions({ minVersion: 'TLSv1' as 'TLSv1.2' }, pki.certs.server);
     assert.equal(options.minVersion, 'TLSv1.2');
   });
 
   it('a-tls-1.3-floor-refuses-tls-1.2', async () => {
-    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.3' }, certs.server));
+    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.3' }, pki.certs.server));
     try {
       const err = await handshakeError(listener.port, { maxVersion: 'TLSv1.2' });
       assert.equal(err.code, 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
@@ -458,7 +450,7 @@ describe('HTTPS listener', { timeout: 20_000 }, () => {
   });
 
   it('negotiates-http/1.1-over-alpn', async () => {
-    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.2' }, certs.server));
+    const listener = await listen(serverTlsOptions({ minVersion: 'TLSv1.2' }, pki.certs.server));
     try {
       const { alpn, protocol } = await handshake(listener.port, { ALPNProtocols: ['h2', 'http/1.1'] });
       assert.equal(alpn, 'http/1.1');
@@ -479,8 +471,8 @@ describe('hstsHeader', () => {
 
 describe('upstreamConnectOptions', () => {
   it('reads-the-ca-and-client-pair-once', async () => {
-    const options = await upstreamConnectOptions({ caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile, serverName: 'orders.internal', verify: true });
-    assert.deepEqual(options, { ca: certs.ca.cert, cert: certs.client.cert, key: certs.client.key, servername: 'orders.internal', rejectUnauthorized: true });
+    const options = await upstreamConnectOptions({ caFile: pki.certs.ca.certFile, certFile: pki.certs.client.certFile, keyFile: pki.certs.client.keyFile, serverName: 'orders.internal', verify: true });
+    assert.deepEqual(options, { ca: pki.certs.ca.cert, cert: pki.certs.client.cert, key: pki.certs.client.key, servername: 'orders.internal', rejectUnauthorized: true });
   });
 
   it('sets-only-what-the-spec-gives', async () => {
@@ -489,18 +481,18 @@ describe('upstreamConnectOptions', () => {
   });
 
   it('names-a-missing-ca-file', async () => {
-    const caFile = join(root, 'missing-ca.pem');
+    const caFile = join(pki.root, 'missing-ca.pem');
     await assert.rejects(upstreamConnectOptions({ caFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message === `${caFile}: cannot read the CA bundle: ENOENT`);
   });
 
   it('names-a-ca-file-that-is-not-pem', async () => {
-    const caFile = join(root, 'garbage-ca.pem');
+    const caFile = join(pki.root, 'garbage-ca.pem');
     await writeFile(caFile, 'nope');
     await assert.rejects(upstreamConnectOptions({ caFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message === `${caFile}: not a PEM certificate`);
   });
 
   it('refuses-a-client-certificate-without-its-key-or-with-another', async () => {
-    await assert.rejects(upstreamConnectOptions({ certFile: certs.client.certFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message.includes(certs.client.certFile));
-    await assert.rejects(upstreamConnectOptions({ certFile: certs.client.certFile, keyFile: certs.server.keyFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message.includes(certs.server.keyFile));
+    await assert.rejects(upstreamConnectOptions({ certFile: pki.certs.client.certFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message.includes(pki.certs.client.certFile));
+    await assert.rejects(upstreamConnectOptions({ certFile: pki.certs.client.certFile, keyFile: pki.certs.server.keyFile, verify: true }), (err: unknown) => isBerthError(err, 'BERTH_ERR_TLS_MATERIAL') && err.message.includes(pki.certs.server.keyFile));
   });
 });

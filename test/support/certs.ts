@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -111,4 +113,32 @@ export async function makeCerts(dir: string): Promise<Certs> {
     makeLeaf(dir, 'other', otherCa, 'localhost', SERVER),
   ]);
   return { ca, server, server2, client, otherCa, other };
+}
+
+/**
+ * A test PKI for the suite it is called in: made in a temp dir of its own
+ * before the suite's tests (node:test `before`), removed after them. Read
+ * `certs` and `root` (the dir, for other files a test writes) from the tests.
+ */
+export function useCerts(prefix: string): { readonly certs: Certs; readonly root: string } {
+  let made: { certs: Certs; root: string } | undefined;
+  before(async () => {
+    const root = await mkdtemp(join(tmpdir(), prefix));
+    made = { certs: await makeCerts(root), root };
+  });
+  after(async () => {
+    if (made) await rm(made.root, { recursive: true, force: true });
+  });
+  const ready = (): { certs: Certs; root: string } => {
+    if (!made) throw new Error('useCerts: read certs in tests, not while the suite is declared');
+    return made;
+  };
+  return {
+    get certs() {
+      return ready().certs;
+    },
+    get root() {
+      return ready().root;
+    },
+  };
 }

@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PassThrough, Readable } from 'node:stream';
-import { after, before, describe, it, type TestContext } from 'node:test';
-import { makeCerts, type Certs } from '../../../test/support/certs.js';
+import { describe, it, type TestContext } from 'node:test';
+import { useCerts } from '../../../test/support/certs.js';
 import { ResponseParseError, UpstreamClient, UpstreamClosed, type UpstreamClientOptions, type UpstreamController, type UpstreamHandler, type UpstreamRequest } from './client.js';
 import { closedPort } from '../../../test/support/ports.js';
 
@@ -749,28 +746,22 @@ describe('UpstreamClient', { timeout: 10_000 }, () => {
   });
 
   describe('tls', () => {
-    let root: string;
-    let certs: Certs;
-    before(async () => {
-      root = await mkdtemp(join(tmpdir(), 'berth-http1-client-'));
-      certs = await makeCerts(root);
-    });
-    after(() => rm(root, { recursive: true, force: true }));
+    const pki = useCerts('berth-http1-client-');
 
     it('reaches-an-https-origin-with-its-ca-and-fails-with-the-wrong-one', async (t) => {
-      const inst = await httpInstance(t, (req, res) => res.end(`tls ${req.url}`), https.createServer({ cert: certs.server.cert, key: certs.server.key }));
+      const inst = await httpInstance(t, (req, res) => res.end(`tls ${req.url}`), https.createServer({ cert: pki.certs.server.cert, key: pki.certs.server.key }));
       assert.match(inst.origin, /^https:/);
-      const good = newClient(t, { tls: { ca: certs.ca.cert, servername: 'localhost', rejectUnauthorized: true } });
+      const good = newClient(t, { tls: { ca: pki.certs.ca.cert, servername: 'localhost', rejectUnauthorized: true } });
       assert.equal(await fetchText(good, { origin: inst.origin, path: '/1' }), 'tls /1');
       assert.equal(await fetchText(good, { origin: inst.origin, path: '/2' }), 'tls /2');
       assert.equal(inst.sockets.length, 1, 'kept alive over TLS');
 
-      const wrongCa = newClient(t, { tls: { ca: certs.otherCa.cert, servername: 'localhost', rejectUnauthorized: true } });
+      const wrongCa = newClient(t, { tls: { ca: pki.certs.otherCa.cert, servername: 'localhost', rejectUnauthorized: true } });
       const out = await send(wrongCa, { origin: inst.origin }).done;
       assert.equal(codeOf(out.error), 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
       assert.deepEqual(out.calls, ['start', 'error']);
 
-      const wrongName = newClient(t, { tls: { ca: certs.ca.cert, servername: 'elsewhere.example', rejectUnauthorized: true } });
+      const wrongName = newClient(t, { tls: { ca: pki.certs.ca.cert, servername: 'elsewhere.example', rejectUnauthorized: true } });
       assert.equal(codeOf((await send(wrongName, { origin: inst.origin }).done).error), 'ERR_TLS_CERT_ALTNAME_INVALID');
       assert.equal(inst.requests.length, 2);
     });

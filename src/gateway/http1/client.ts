@@ -12,7 +12,7 @@
 // retries (the gateway's policies decide those), proxies, and request bodies
 // other than a stream.
 
-import { connect as connectTcp, type Socket } from 'node:net';
+import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect as connectTls, createSecureContext, type SecureContext } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { ResponseParseError, ResponseParser, type ResponseSink } from './response-parser.js';
@@ -328,7 +328,7 @@ class OriginPool {
   #open(): Connection {
     const options = { host: this.#host, port: this.#port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 };
     const socket = this.#secure
-      ? connectTls({ ...options, secureContext: this.#secure, servername: this.#options.tls?.servername ?? (isIp(this.#host) ? undefined : this.#host), rejectUnauthorized: this.#options.tls?.rejectUnauthorized ?? true, ALPNProtocols: ['http/1.1'] })
+      ? connectTls({ ...options, secureContext: this.#secure, servername: this.#options.tls?.servername ?? (isIP(this.#host) !== 0 ? undefined : this.#host), rejectUnauthorized: this.#options.tls?.rejectUnauthorized ?? true, ALPNProtocols: ['http/1.1'] })
       : connectTcp(options);
     const connection = new Connection(this, socket, this.#secure !== undefined, this.#options.connectTimeoutMs);
     this.#all.add(connection);
@@ -657,10 +657,6 @@ function connectError(code: string, message: string): Error {
 
 function socketClosed(): Error {
   return Object.assign(new Error('the instance closed the connection'), { code: 'ECONNRESET' });
-}
-
-function isIp(host: string): boolean {
-  return /^[\d.]+$/.test(host) || host.includes(':');
 }
 
 export { ResponseParseError };

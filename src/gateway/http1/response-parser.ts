@@ -35,11 +35,12 @@ const MAX_TRAILER_BYTES = 16 * 1024;
 const CRLF_CRLF = Buffer.from('\r\n\r\n');
 /** A NUL, or a CR or LF that is not part of a CRLF: never in a valid head (or trailer section). */
 const BAD_BREAK = /\0|\r(?!\n)|(?<!\r)\n/;
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;.*)?$/;
+/** A chunk size and its extensions, if any (no NUL, CR or LF in them). */
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;[^\0\r\n]*)?$/;
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i;
 
-/** Fields that describe one connection and are never forwarded. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate']);
+/** Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection and are never forwarded, either way. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 
 // Parser states.
 const HEAD = 0;
@@ -90,16 +91,9 @@ export class ResponseParser {
         case HEAD:
           pos = this.#readHead(buf, pos);
           break;
-        case BODY_LENGTH: {
-          const n = Math.min(this.#left, buf.length - pos);
-          this.#left -= n;
-          const chunk = pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n);
-          pos += n;
-          if (this.#left === 0) this.#state = DONE;
-          this.#sink.onData(chunk);
-          if (this.#state === DONE) this.#sink.onEnd();
+        case BODY_LENGTH:
+          pos = this.#readCounted(buf, pos, DONE);
           break;
-        }
         case BODY_CLOSE:
           this.#sink.onData(pos === 0 ? buf : buf.subarray(pos));
           pos = buf.length;
@@ -107,15 +101,9 @@ export class ResponseParser {
         case CHUNK_SIZE_LINE:
           pos = this.#readChunkSize(buf, pos);
           break;
-        case CHUNK_DATA: {
-          const n = Math.min(this.#left, buf.length - pos);
-          this.#left -= n;
-          const chunk = buf.subarray(pos, pos + n);
-          pos += n;
-          if (this.#left === 0) this.#state = CHUNK_DATA_END;
-          this.#sink.onData(chunk);
+        case CHUNK_DATA:
+          pos = this.#readCounted(buf, pos, CHUNK_DATA_END);
           break;
-        }
         case CHUNK_DATA_END:
           pos = this.#readChunkEnd(buf, pos);
           break;
@@ -142,6 +130,18 @@ export class ResponseParser {
   /** Whether the instance closed before sending a byte of the response (for the caller's error code). */
   get untouched(): boolean {
     return this.#state === HEAD && this.#pending === null;
+  }
+
+  /** Hands on up to #left body bytes (of the Content-Length or the chunk) from `pos`; at 0 moves to `then`, and DONE ends the response. */
+  #readCounted(buf: Buffer, pos: number, then: number): number {
+    const n = Math.min(this.#left, buf.length - pos);
+    this.#left -= n;
+    const chunk = pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n);
+    const last = this.#left === 0;
+    if (last) this.#state = then;
+    this.#sink.onData(chunk);
+    if (last && then === DONE) this.#sink.onEnd();
+    return pos + n;
   }
 
   #take(buf: Buffer, pos: number): Buffer {
@@ -198,15 +198,13 @@ export class ResponseParser {
       const lower = text.slice(pos, colon).toLowerCase();
       const value = trimOws(text.slice(colon + 1, next));
       pos = next + 2;
-      const n = lower.length;
-      // Only names of these lengths can be one that matters here: the hop-by-hop ones and content-length (14).
-      if ((n === 2 || n === 7 || n === 10 || n === 16 || n === 17 || n === 18) && HOP_BY_HOP.has(lower)) {
+      if (HOP_BY_HOP.has(lower)) {
         if (lower === 'connection') connection = connection === undefined ? value : `${connection},${value}`;
         else if (lower === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
         else if (lower === 'keep-alive') keepAliveHint = value;
         continue;
       }
-      if (n === 14 && lower === 'content-length') {
+      if (lower === 'content-length') {
         const length = parseLength(value);
         if (length < 0 || (contentLength >= 0 && length !== contentLength)) throw new ResponseParseError(`the instance sent an invalid or conflicting Content-Length: ${JSON.stringify(value.slice(0, 40))}`);
         if (contentLength >= 0) continue; // the same value again: forwarded once
@@ -261,7 +259,7 @@ export class ResponseParser {
     if (end > MAX_CHUNK_LINE) throw new ResponseParseError('the instance sent a chunk-size line that is too long');
     const line = data.toString('latin1', 0, end);
     const match = CHUNK_SIZE.exec(line);
-    if (!match || /[\0\r\n]/.test(line)) throw new ResponseParseError(`the instance sent an invalid chunk size: ${JSON.stringify(line.slice(0, 40))}`);
+    if (!match) throw new ResponseParseError(`the instance sent an invalid chunk size: ${JSON.stringify(line.slice(0, 40))}`);
     const consumed = end + 2 - (this.#pending === null ? 0 : this.#pending.length);
     this.#pending = null;
     this.#left = parseInt(match[1]!, 16);
