@@ -400,6 +400,30 @@ describe('UpstreamClient', { timeout: 10_000 }, () => {
       assert.deepEqual(client.stats().get(inst.origin), { connections: 2, idle: 2, queued: 0 });
     });
 
+    it('keeps-a-request-paused-while-it-waited-in-line-paused-once-it-has-a-connection', async (t) => {
+      const answered = new Counter();
+      const inst = await httpInstance(t, (req, res) => {
+        if (req.url === '/first') return; // answered below
+        res.on('finish', () => answered.bump());
+        res.end(req.url);
+      });
+      const client = newClient(t, { connections: 1 });
+      const first = send(client, { origin: inst.origin, path: '/first' });
+      let controller: UpstreamController | undefined;
+      const second = send(client, { origin: inst.origin, path: '/second' }, { onStart: (c) => (controller = c) });
+      assert.ok(controller);
+      controller.pause();
+      await inst.arrived.reach(1);
+      inst.requests[0]!.res.end('first');
+      assert.equal((await first.done).body.toString(), 'first');
+      await answered.reach(1);
+      // A round trip on another connection, answered after the second: had the second not been paused, it would be read by now.
+      assert.equal(await fetchText(newClient(t), { origin: inst.origin, path: '/probe' }), '/probe');
+      assert.deepEqual(second.calls, ['start'], 'answered by the instance, not read while paused');
+      controller.resume();
+      assert.equal((await second.done).body.toString(), '/second');
+    });
+
     it('fails-an-aborted-queued-request-once-and-never-sends-it', async (t) => {
       const inst = await httpInstance(t, (req, res) => {
         if (req.url !== '/a') res.end(req.url);
@@ -613,6 +637,34 @@ describe('UpstreamClient', { timeout: 10_000 }, () => {
       assert.deepEqual(JSON.parse(text), { te: 'chunked', cl: null, length: expected.length, sha: sha256(expected), text: expected.toString() });
       assert.equal((JSON.parse(await fetchText(client, { origin: inst.origin })) as { length: number }).length, 0);
       assert.equal(inst.sockets.length, 1);
+    });
+
+    it('completes-a-request-whose-body-was-already-read-to-its-end', async (t) => {
+      const inst = await httpInstance(t, echo);
+      const client = newClient(t);
+      const body = Readable.from([]);
+      body.resume();
+      await once(body, 'end');
+      const text = await fetchText(client, { origin: inst.origin, method: 'POST', body });
+      assert.deepEqual(JSON.parse(text), { te: 'chunked', cl: null, length: 0, sha: sha256(Buffer.alloc(0)), text: '' });
+    });
+
+    it('sends-nothing-of-a-chunked-body-that-fails-in-its-first-read', async (t) => {
+      const inst = await httpInstance(t, echo);
+      const client = newClient(t);
+      // A connection already open: what is written on it goes out at once (on one still connecting, a close would drop it anyway).
+      await fetchText(client, { origin: inst.origin, path: '/warm' });
+      const body = new PassThrough();
+      const tooLarge = new Error('over the limit');
+      const out = send(client, { origin: inst.origin, method: 'POST', path: '/refused', body });
+      await once(body, 'resume');
+      // A first chunk, then the error, in one tick, as BodyLimit does when one read carries a body over maxBody:
+      // the chunk is handed on at once, the error a tick later.
+      body.write('the part under the limit');
+      body.destroy(tooLarge);
+      assert.equal((await out.done).error, tooLarge);
+      assert.equal(await fetchText(client, { origin: inst.origin, path: '/next' }).then((text) => (JSON.parse(text) as { length: number }).length), 0);
+      assert.deepEqual(inst.requests.map((r) => r.url), ['/warm', '/next'], 'the refused request never reached the instance');
     });
 
     it('streams-a-20-mib-body', async (t) => {
