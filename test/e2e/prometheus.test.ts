@@ -99,12 +99,15 @@ class PrometheusServer {
         clearTimeout(timer);
         reject(new Error(`Prometheus exited (${code ?? signal}) before it was ready:\n${this.#log.join('\n')}`));
       });
+      let ready = false;
       splitLines(this.#child.stderr!, (line) => {
         this.#log.push(line);
         // logfmt (2.x) and slog (3.x) both print: msg="Listening on" address=127.0.0.1:PORT
         const listening = /msg="Listening on" address=(\S+)/.exec(line);
         if (listening) address = listening[1];
-        if (line.includes('Server is ready to receive web requests') && address !== undefined) {
+        if (line.includes('Server is ready to receive web requests')) ready = true;
+        // The two lines come from different goroutines, in either order (2.42 has printed "ready" first).
+        if (ready && address !== undefined) {
           clearTimeout(timer);
           resolve(address);
         }
