@@ -1,6 +1,7 @@
 // What a service may do and see when the manifest isolates it, against a real
 // `berth up` as root: the user it runs as, the filesystem sandbox, secrets by
-// reference, the limits and usage Berth shows, and a user that does not exist.
+// reference, the limits and usage Berth shows, an OOM kill inside the sandbox,
+// and a user that does not exist.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -22,6 +23,8 @@ const SECRET = `tok${randomBytes(16).toString('hex')}`;
 const ROTATED = `rot${randomBytes(16).toString('hex')}`;
 const NOBODY = 65534;
 const MEMORY_LIMIT = 256 * 1024 * 1024;
+/** The sandboxed leaker's limit: room for Node.js to start, then its leak is killed within a few hundred ms. */
+const HOG_MEMORY = '96MiB';
 
 const manifest = (tokenFile: string, memory: string): string =>
   testManifest(`groups:
@@ -41,6 +44,12 @@ const manifest = (tokenFile: string, memory: string): string =>
         health: { http: /health, interval: 500ms }
       web:
         command: node web.mjs
+        health: { http: /health, interval: 500ms }
+      hog:
+        command: node hog.mjs
+        user: nobody
+        sandbox: true
+        resources: { memory: ${HOG_MEMORY} }
         health: { http: /health, interval: 500ms }
       ghost:
         command: node web.mjs
@@ -90,7 +99,7 @@ describe('an isolated service', { skip: SKIP }, () => {
     // Users and the sandbox are probed when a service asks for them; a machine that cannot give them says so before ready.
     const problems = node.logs.filter((l) => l.event === 'node.isolation-problem').map((l) => l.msg);
     assert.deepEqual(problems, [], 'this machine switches users and sandboxes');
-    await node.waitForInstances((xs) => ['probe', 'other', 'web'].every((s) => xs.find((r) => r.service === s)?.status === 'passing'));
+    await node.waitForInstances((xs) => ['probe', 'other', 'web', 'hog'].every((s) => xs.find((r) => r.service === s)?.status === 'passing'));
   });
 
   after(async () => {
@@ -266,5 +275,30 @@ describe('an isolated service', { skip: SKIP }, () => {
     const res = await request(`${gw}/core/web/`);
     assert.equal(res.statusCode, 200);
     await res.body.text();
+  });
+
+  it('oom-kills-a-sandboxed-instance-at-its-memory-limit-says-so-and-restarts-it', async () => {
+    // In a sandbox the process Berth watches is bwrap, which exits with the service's status: the kernel's kill is read from the cgroup, not the exit.
+    const [hog] = await node.instances('hog');
+    assert.ok(hog?.pid);
+    const before = Object.fromEntries((await node.instances()).map((r) => [r.service, r]));
+    const res = await request(`${gw}/core/hog/control/leak?mb=8&everyMs=20&maxMb=${4 * 96}`, { method: 'POST' });
+    assert.equal(res.statusCode, 200);
+    await res.body.text();
+    const oom = await node.waitForLog((l) => l.event === 'instance.oom-killed' && l.instance === hog.id, 15_000);
+    assert.equal(oom.msg, `oom-killed (memory limit ${HOG_MEMORY})`);
+    assert.equal(oom.memoryLimit, 96 * 1024 * 1024);
+    await node.waitForLog((l) => l.event === 'instance.status' && l.instance === hog.id && l.to === 'passing' && String(l.time) >= String(oom.time), 15_000);
+    const [after] = await node.instances('hog');
+    assert.equal(after?.restarts, 1);
+    assert.notEqual(after.pid, hog.pid);
+    assert.equal(after.lastExit?.oomKilled, true);
+    // bwrap reports a child killed by a signal as 128 + the signal, SIGKILL's 9.
+    assert.deepEqual([after.lastExit.code, after.lastExit.signal], [137, null]);
+    // No other instance was touched.
+    for (const service of ['probe', 'other', 'web']) {
+      const [now] = await node.instances(service);
+      assert.deepEqual([now?.pid, now?.restarts, now?.status], [before[service]?.pid, before[service]?.restarts, 'passing'], service);
+    }
   });
 });
