@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
@@ -265,6 +265,56 @@ describe('UsageSampler', () => {
     await sampler.sample();
     assert.equal(errors.length, 1);
     assert.equal(sampler.snapshot('web-1'), undefined);
+  });
+});
+
+describe('UsageSampler on a host of many processes', () => {
+  /** A procfs of `count` processes 1…count (stat, status, an fd dir), the first `members` of them in process group 1. */
+  async function fakeProc(count: number, members: number): Promise<string> {
+    const root = await mkdtemp(join(tmpdir(), 'berth-proc-'));
+    const pids = Array.from({ length: count }, (_, i) => i + 1);
+    await Promise.all(
+      pids.map(async (pid) => {
+        const dir = join(root, String(pid));
+        await mkdir(join(dir, 'fd'), { recursive: true });
+        const pgrp = pid <= members ? 1 : pid;
+        // Fields 3…: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime
+        await writeFile(join(dir, 'stat'), `${pid} (p ${pid}) S 1 ${pgrp} ${pgrp} 0 -1 0 0 0 0 0 ${pid} 1 0 0 20 0 2 0 ${1000 + pid} 0 0`);
+        await writeFile(join(dir, 'status'), `Name:\tp\nVmRSS:\t     4 kB\n`);
+        await writeFile(join(dir, 'fd', '0'), '');
+      }),
+    );
+    return root;
+  }
+
+  it('reads-a-scan-in-batches-and-lets-the-event-loop-turn-between-them', async () => {
+    const procRoot = await fakeProc(400, 40);
+    try {
+      const sampler = new UsageSampler({ clock: new FakeClock(), procRoot });
+      sampler.track('web-1', 1);
+      // Counts the turns of the event loop while the pass runs.
+      let turns = 0;
+      let done = false;
+      const spin = (): void => {
+        if (done) return;
+        turns++;
+        setImmediate(spin);
+      };
+      setImmediate(spin);
+      await sampler.sample();
+      done = true;
+      const usage = sampler.snapshot('web-1');
+      assert.equal(usage?.processes, 40);
+      assert.equal(usage.threads, 80);
+      assert.equal(usage.rssBytes, 40 * 4 * 1024);
+      assert.equal(usage.openFds, 40);
+      // utime 1…40 and stime 1 each, in ticks of 1/100 s.
+      assert.ok(Math.abs(usage.cpuSeconds - (820 + 40) / 100) < 1e-9, `cpuSeconds ${usage.cpuSeconds}`);
+      // 400 stat files and 40 × (status + fd): 480 reads, 32 a turn. All in one turn would be 0.
+      assert.ok(turns >= 12, `the loop turned ${turns} times during the pass`);
+    } finally {
+      await rm(procRoot, { recursive: true, force: true });
+    }
   });
 });
 

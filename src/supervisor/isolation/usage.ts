@@ -4,7 +4,8 @@
  * descriptors, threads and processes. The admin API, `/metrics` and
  * `berth status` read the latest snapshot; nothing is read per request.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Clock, Timer } from '../../clock.js';
 import type { ResourcesSpec } from '../../manifest/types.js';
 
@@ -65,8 +66,15 @@ export const DEFAULT_USAGE_INTERVAL_MS = 5_000;
  */
 const TICKS_PER_SECOND = 100;
 
-/** stat files read at once during a scan of /proc: bounds what a scan queues on libuv's thread pool, so the node's other file and DNS work is not stuck behind it. */
-const SCAN_CONCURRENCY = 32;
+/**
+ * procfs files read between two turns of the event loop. They are read
+ * synchronously: procfs answers from the kernel's memory, never from a disk,
+ * in ~15 µs a file, where a read through libuv's thread pool costs ~5 round
+ * trips (open, stat, read, read, close) and ~6 × the CPU (bench/usage). A
+ * batch blocks the loop for about a millisecond; a scan of a host with
+ * thousands of processes is spread over as many turns.
+ */
+const READS_PER_TURN = 32;
 
 /** The fields of /proc/<pid>/stat a pass uses. */
 export interface ProcStat {
@@ -194,54 +202,55 @@ export class UsageSampler implements UsageSource {
     if (this.#tracked.size === 0) return;
     const now = this.#clock.now();
     const entries = [...this.#tracked];
+    const turns = new Turns();
     const leaders = new Set(entries.filter(([, t]) => t.cgroup === undefined).map(([, t]) => t.pid));
-    const byGroup = leaders.size > 0 ? await this.#scanGroups(leaders) : new Map<number, ProcStat[]>();
-    await Promise.all(
-      entries.map(async ([id, tracked]) => {
-        let usage: Usage | undefined;
-        try {
-          const members = tracked.cgroup === undefined ? (byGroup.get(tracked.pid) ?? []) : await this.#cgroupMembers(tracked.cgroup);
-          usage = await this.#measure(tracked, members, now);
-        } catch (err) {
-          // One instance's unreadable cgroup does not stop the others being sampled.
-          this.#onError(err);
-          usage = undefined;
-        }
-        // Untracked (or tracked anew) while this pass read /proc: its answer is no longer wanted.
-        if (this.#tracked.get(id) !== tracked) return;
-        if (usage === undefined) this.#snapshots.delete(id);
-        else this.#snapshots.set(id, usage);
-      }),
-    );
+    const byGroup = leaders.size > 0 ? await this.#scanGroups(leaders, turns) : new Map<number, ProcStat[]>();
+    for (const [id, tracked] of entries) {
+      let usage: Usage | undefined;
+      try {
+        const members = tracked.cgroup === undefined ? (byGroup.get(tracked.pid) ?? []) : await this.#cgroupMembers(tracked.cgroup, turns);
+        usage = await this.#measure(tracked, members, now, turns);
+      } catch (err) {
+        // One instance's unreadable cgroup does not stop the others being sampled.
+        this.#onError(err);
+        usage = undefined;
+      }
+      // Untracked (or tracked anew) while this pass read /proc: its answer is no longer wanted.
+      if (this.#tracked.get(id) !== tracked) continue;
+      if (usage === undefined) this.#snapshots.delete(id);
+      else this.#snapshots.set(id, usage);
+    }
   }
 
   /** One read of every /proc/<pid>/stat: the processes of each wanted process group. */
-  async #scanGroups(leaders: ReadonlySet<number>): Promise<Map<number, ProcStat[]>> {
+  async #scanGroups(leaders: ReadonlySet<number>, turns: Turns): Promise<Map<number, ProcStat[]>> {
     const groups = new Map<number, ProcStat[]>();
-    const pids = (await readdir(this.#proc)).filter((name) => /^\d+$/.test(name)).map(Number);
-    for (let i = 0; i < pids.length; i += SCAN_CONCURRENCY) {
-      const stats = await Promise.all(pids.slice(i, i + SCAN_CONCURRENCY).map((pid) => this.#stat(pid)));
-      for (const stat of stats) {
-        if (stat === undefined || !leaders.has(stat.pgrp)) continue;
-        const members = groups.get(stat.pgrp);
-        if (members === undefined) groups.set(stat.pgrp, [stat]);
-        else members.push(stat);
-      }
+    const pids = readdirSync(this.#proc)
+      .filter((name) => /^\d+$/.test(name))
+      .map(Number);
+    for (const stat of await turns.map(pids, 1, (pid) => this.#stat(pid))) {
+      if (stat === undefined || !leaders.has(stat.pgrp)) continue;
+      const members = groups.get(stat.pgrp);
+      if (members === undefined) groups.set(stat.pgrp, [stat]);
+      else members.push(stat);
     }
     return groups;
   }
 
-  async #cgroupMembers(dir: string): Promise<ProcStat[]> {
-    const text = await readOrUndefined(`${dir}/cgroup.procs`);
+  async #cgroupMembers(dir: string, turns: Turns): Promise<ProcStat[]> {
+    const text = readOrUndefined(`${dir}/cgroup.procs`);
     if (text === undefined) return [];
-    const stats = await Promise.all(text.split('\n').filter((line) => line !== '').map((pid) => this.#stat(Number(pid))));
-    return stats.filter((s) => s !== undefined);
+    const pids = text
+      .split('\n')
+      .filter((line) => line !== '')
+      .map(Number);
+    return (await turns.map(pids, 1, (pid) => this.#stat(pid))).filter((s) => s !== undefined);
   }
 
   /** Usage of one instance from its members' stat; undefined when none is left. */
-  async #measure(tracked: Tracked, members: readonly ProcStat[], now: number): Promise<Usage | undefined> {
+  async #measure(tracked: Tracked, members: readonly ProcStat[], now: number, turns: Turns): Promise<Usage | undefined> {
     if (members.length === 0) return undefined;
-    const details = await Promise.all(members.map((m) => Promise.all([this.#rssBytes(m.pid), this.#openFds(m.pid)])));
+    const details = await turns.map(members, 2, (m) => [this.#rssBytes(m.pid), this.#openFds(m.pid)] as const);
     let rssBytes = 0;
     let openFds: number | null = 0;
     let threads = 0;
@@ -275,22 +284,22 @@ export class UsageSampler implements UsageSource {
     return { at: new Date(now).toISOString(), cpuPercent, cpuSeconds: tracked.cpuSeconds, rssBytes, openFds, threads, processes: members.length };
   }
 
-  async #stat(pid: number): Promise<ProcStat | undefined> {
-    const text = await readOrUndefined(`${this.#proc}/${pid}/stat`);
+  #stat(pid: number): ProcStat | undefined {
+    const text = readOrUndefined(`${this.#proc}/${pid}/stat`);
     return text === undefined ? undefined : parseStat(pid, text);
   }
 
   /** VmRSS, in kB in the file; 0 for a zombie, which has no memory left (and no such line). */
-  async #rssBytes(pid: number): Promise<number> {
-    const text = await readOrUndefined(`${this.#proc}/${pid}/status`);
+  #rssBytes(pid: number): number {
+    const text = readOrUndefined(`${this.#proc}/${pid}/status`);
     const kb = text === undefined ? undefined : /^VmRSS:\s+(\d+) kB$/m.exec(text)?.[1];
     return kb === undefined ? 0 : Number(kb) * 1024;
   }
 
   /** Entries of /proc/<pid>/fd: 0 when the process is gone, null when Berth may not read them. */
-  async #openFds(pid: number): Promise<number | null> {
+  #openFds(pid: number): number | null {
     try {
-      return (await readdir(`${this.#proc}/${pid}/fd`)).length;
+      return readdirSync(`${this.#proc}/${pid}/fd`).length;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EACCES' || code === 'EPERM') return null;
@@ -323,12 +332,31 @@ export function parseStat(pid: number, text: string): ProcStat | undefined {
 }
 
 /** A file's text; undefined when it (or its process, or its cgroup) is gone. Other errors are real ones. */
-async function readOrUndefined(path: string): Promise<string | undefined> {
+function readOrUndefined(path: string): string | undefined {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;
     throw err;
+  }
+}
+
+/** The procfs reads of one pass, and a turn of the event loop after every READS_PER_TURN of them. */
+class Turns {
+  #reads = 0;
+
+  /** `read` of every item in order, each item costing `reads` reads. */
+  async map<T, R>(items: readonly T[], reads: number, read: (item: T) => R): Promise<R[]> {
+    const out: R[] = [];
+    for (const item of items) {
+      if (this.#reads >= READS_PER_TURN) {
+        this.#reads = 0;
+        await nextTurn();
+      }
+      this.#reads += reads;
+      out.push(read(item));
+    }
+    return out;
   }
 }
