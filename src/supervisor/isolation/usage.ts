@@ -67,11 +67,11 @@ export const DEFAULT_USAGE_INTERVAL_MS = 5_000;
 const TICKS_PER_SECOND = 100;
 
 /**
- * procfs files read between two turns of the event loop. They are read
- * synchronously: procfs answers from the kernel's memory, never from a disk,
- * in ~15 µs a file, where a read through libuv's thread pool costs ~5 round
- * trips (open, stat, read, read, close) and ~6 × the CPU (bench/usage). A
- * batch blocks the loop for about a millisecond; a scan of a host with
+ * procfs (and cgroupfs) files read between two turns of the event loop. They
+ * are read synchronously: both answer from the kernel's memory, never from a
+ * disk, in ~20 µs a file, where a read through libuv's thread pool is five
+ * round trips (open, stat, read, read, close) and a pass cost 3-4 × the CPU
+ * (bench/usage). A batch holds the loop ~0.7 ms; a scan of a host with
  * thousands of processes is spread over as many turns.
  */
 const READS_PER_TURN = 32;
