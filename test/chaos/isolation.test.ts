@@ -487,25 +487,26 @@ describe('noisy neighbours held to their limits', { skip: SKIP }, () => {
 
   // Measured on this machine (2 shared cores; kernel HZ=250, preempt=none).
   // The pooled p99 next to both hogs: 1.3-3.6× the baseline's with 100 ms CFS
-  // periods (9 runs), 1.5-2.4× with 10 ms periods (11 runs); p50 unchanged.
+  // periods (9 runs), 1.6-3.0× with 10 ms periods (11 runs); p50 unchanged.
   // The gateway's own timing of the same requests (its access lines) says
-  // 1.7-3.0×: not the loader's doing. Why, traced with `perf sched`: a thread
+  // 1.6-2.8×: not the loader's doing. Why, traced with `perf sched`: a thread
   // woken where a CPU-bound task runs waits for that task's slice, then for
   // the next scheduler tick (4 ms here), whatever its quota (a 1 ms quota
   // still ran 4 ms at a stretch); the gateway's and the instance's threads
-  // queued 3.8-4.0 ms that way. With one hog, a core is free for the wakeups:
-  // the same test with the leaker left idle, or the burner, measured
-  // 0.76-1.55× (the gateway's timing 0.70-1.18×) over ten runs. With both,
-  // the leaker's allocation, OOM kill and restart (a new Node.js, no CPU
-  // limit) and the burner take both cores at times. No steady gain from the
-  // hogs' cpu.shares at 2 up to the root group, 0.1 ms scheduler slices for
-  // the gateway and the instance, or the idle class (cpu.idle) for the
-  // burner at its own level, the node's or the root's. 25% does not hold
+  // queued 3.8-4.0 ms that way. The same test with one hog left idle, as the
+  // gateway timed it: the burner alone 1.15-1.45× (3 runs), the leaker alone
+  // 0.70-1.18× (5). The idle class for the burner's group (cpu.idle on
+  // Berth's parent group: any wakeup preempts it at once) took the burner
+  // alone to 0.88-1.11× (5 runs) but not both hogs (1.0-3.0×, 6 runs: the
+  // leaker's allocation, OOM kill and restart have no CPU limit), and it
+  // would make a limit mean next to no CPU under contention: not done. No
+  // steady gain from the hogs' cpu.shares at 2 up to the root group or 0.1
+  // ms scheduler slices for the gateway and the instance. 25% does not hold
   // here: the assertion is left as asked and marked todo, reported rather
   // than relaxed. More cores or a 1 ms tick would be what changes it.
   it(
     'keeps-the-p99-of-the-normal-service-within-25-percent-of-its-baseline',
-    { todo: 'does not hold on this 2-core machine: p99 next to both hogs measured at 1.5-2.4× the baseline (see the diagnostics and the comment above)' },
+    { todo: 'does not hold on this 2-core machine: p99 next to both hogs measured at 1.6-3.0× the baseline (see the diagnostics and the comment above)' },
     () => {
       assert.ok(measured, 'measured by the test before');
       const { base, hogged } = measured;
