@@ -24,7 +24,7 @@ const ROTATED = `rot${randomBytes(16).toString('hex')}`;
 const NOBODY = 65534;
 const MEMORY_LIMIT = 256 * 1024 * 1024;
 /** The sandboxed leaker's limit: room for Node.js to start, then its leak is killed within a few hundred ms. */
-const HOG_MEMORY = '96MiB';
+const HOG_MEMORY_MIB = 96;
 
 const manifest = (tokenFile: string, memory: string): string =>
   testManifest(`groups:
@@ -49,7 +49,7 @@ const manifest = (tokenFile: string, memory: string): string =>
         command: node hog.mjs
         user: nobody
         sandbox: true
-        resources: { memory: ${HOG_MEMORY} }
+        resources: { memory: ${HOG_MEMORY_MIB}MiB }
         health: { http: /health, interval: 500ms }
       ghost:
         command: node web.mjs
@@ -281,24 +281,24 @@ describe('an isolated service', { skip: SKIP }, () => {
     // In a sandbox the process Berth watches is bwrap, which exits with the service's status: the kernel's kill is read from the cgroup, not the exit.
     const [hog] = await node.instances('hog');
     assert.ok(hog?.pid);
-    const before = Object.fromEntries((await node.instances()).map((r) => [r.service, r]));
-    const res = await request(`${gw}/core/hog/control/leak?mb=8&everyMs=20&maxMb=${4 * 96}`, { method: 'POST' });
+    const untouched = Object.fromEntries((await node.instances()).map((r) => [r.service, r]));
+    const res = await request(`${gw}/core/hog/control/leak?mb=8&everyMs=20&maxMb=${4 * HOG_MEMORY_MIB}`, { method: 'POST' });
     assert.equal(res.statusCode, 200);
     await res.body.text();
     const oom = await node.waitForLog((l) => l.event === 'instance.oom-killed' && l.instance === hog.id, 15_000);
-    assert.equal(oom.msg, `oom-killed (memory limit ${HOG_MEMORY})`);
-    assert.equal(oom.memoryLimit, 96 * 1024 * 1024);
+    assert.equal(oom.msg, `oom-killed (memory limit ${HOG_MEMORY_MIB}MiB)`);
+    assert.equal(oom.memoryLimit, HOG_MEMORY_MIB * 1024 * 1024);
     await node.waitForLog((l) => l.event === 'instance.status' && l.instance === hog.id && l.to === 'passing' && String(l.time) >= String(oom.time), 15_000);
-    const [after] = await node.instances('hog');
-    assert.equal(after?.restarts, 1);
-    assert.notEqual(after.pid, hog.pid);
-    assert.equal(after.lastExit?.oomKilled, true);
+    const [restarted] = await node.instances('hog');
+    assert.equal(restarted?.restarts, 1);
+    assert.notEqual(restarted.pid, hog.pid);
+    assert.equal(restarted.lastExit?.oomKilled, true);
     // bwrap reports a child killed by a signal as 128 + the signal, SIGKILL's 9.
-    assert.deepEqual([after.lastExit.code, after.lastExit.signal], [137, null]);
+    assert.deepEqual([restarted.lastExit.code, restarted.lastExit.signal], [137, null]);
     // No other instance was touched.
     for (const service of ['probe', 'other', 'web']) {
       const [now] = await node.instances(service);
-      assert.deepEqual([now?.pid, now?.restarts, now?.status], [before[service]?.pid, before[service]?.restarts, 'passing'], service);
+      assert.deepEqual([now?.pid, now?.restarts, now?.status], [untouched[service]?.pid, untouched[service]?.restarts, 'passing'], service);
     }
   });
 });
